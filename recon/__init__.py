@@ -1,0 +1,1 @@
+"""Image to two hands: detection, camera, initialisation and fitting orchestration."""
