@@ -19,6 +19,8 @@ Conventions, stated once for the whole project:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -270,15 +272,16 @@ class ManoPair(nn.Module):
         self.flat_hand_mean = flat_hand_mean
         layers = []
         for side in SIDES:
-            layer = smplx.MANO(
-                model_path="",
-                is_rhand=side == "right",
-                data_struct=Struct(**arrays[side]),
-                use_pca=False,
-                num_pca_comps=45,
-                flat_hand_mean=flat_hand_mean,
-                batch_size=1,
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a shape-space notice
+                layer = smplx.MANO(
+                    model_path="",
+                    is_rhand=side == "right",
+                    data_struct=Struct(**arrays[side]),
+                    use_pca=False,
+                    num_pca_comps=45,
+                    flat_hand_mean=flat_hand_mean,
+                    batch_size=1,
+                )
             layers.append(layer)
         self.layers = nn.ModuleList(layers)
         for p in self.parameters():
