@@ -1,0 +1,1 @@
+"""Datasets: InterHand2.6M readers (official layout and IntagHand pkls) and synthetic two-hand data."""

@@ -1,0 +1,458 @@
+"""InterHand2.6M datasets: MANO parameters for the prior and images + GT for benchmarking.
+
+* :class:`InterHandMano` - official ``MANO_NeuralAnnot`` fits as :class:`TwoHands` (metres), in the
+  world frame (optionally one sample per frame instead of per camera view) or a camera frame.
+* :class:`InterHandImages` - one :class:`InterHandSample` per image: intrinsics, 21+21 GT joints in
+  the camera frame, validity, hand type and camera-frame MANO GT when fitted.
+* :class:`IntagHandAnno` - IntagHand's preprocessed ``{split}/anno/{idx}.pkl`` (what InterHandGen
+  trains on), read with a restricted unpickler.
+
+Nothing is silently dropped: every record that cannot be used is appended to ``dataset.skipped``
+as ``(id, reason)`` and counted in ``dataset.counts`` (logged once at construction). Parsing and
+frame geometry live in :mod:`datasets.interhand_annot`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from datasets.interhand_annot import (
+    CameraParams,
+    WristModel,
+    annotation_path,
+    hands_to_camera,
+    ih42_to_hands,
+    mano_records_to_hands,
+    parse_cameras,
+    parse_joint_3d,
+    parse_mano,
+    read_json,
+)
+from datasets.safe_pickle import load_pickle
+from prior.hands import SIDES, TwoHands
+
+__all__ = ["InterHandMano", "InterHandImages", "InterHandSample", "IntagHandAnno", "collate_two_hands",
+           "R_MANO_MISSING", "R_JOINTS_MISSING", "R_CAMERA_MISSING", "R_IMAGE_MISSING", "R_NO_ANNOT"]
+
+log = logging.getLogger(__name__)
+
+# Reasons (stable strings, used as keys of ``dataset.counts``).
+R_MANO_MISSING = "frame missing from MANO_NeuralAnnot.json"
+R_JOINTS_MISSING = "frame missing from joint_3d.json"
+R_CAMERA_MISSING = "camera id absent from camera.json"
+R_IMAGE_MISSING = "missing image file"
+R_NO_ANNOT = "image has no annotation record in data.json"
+R_FILTERED = "filtered out (subset/selection)"
+
+
+def _null_reason(valid: Tensor) -> str | None:
+    missing = [s for s, v in zip(SIDES, valid.tolist()) if not v]
+    return None if not missing else ("both" if len(missing) == 2 else missing[0]) + " MANO null"
+
+
+class _Records:
+    """Bookkeeping shared by the datasets: skipped (id, reason) list and reason counts."""
+
+    def __init__(self) -> None:
+        self.skipped: list[tuple[str, str]] = []
+        self.counts: Counter[str] = Counter()
+
+    def skip(self, ident: str, reason: str) -> None:
+        self.skipped.append((ident, reason))
+        self.counts[reason] += 1
+
+    def log_summary(self, name: str, kept: int) -> None:
+        log.info("%s: %d samples kept; %s", name, kept, dict(self.counts) or "nothing skipped")
+
+
+def _load_data_json(root: Path, split: str) -> tuple[list[dict], dict[int, dict]]:
+    path = annotation_path(root, split, "data")
+    data = read_json(path)
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise ValueError(f"{path}: expected an object with 'images' and 'annotations'")
+    anns = {int(a["image_id"]): a for a in data["annotations"]}
+    return data["images"], anns
+
+
+def _ids(img: dict) -> tuple[str, str, str]:
+    return str(img["capture"]), str(img["frame_idx"]), str(img["camera"])
+
+
+class InterHandMano(Dataset, _Records):
+    """MANO NeuralAnnot two-hand samples: ``(TwoHands with batch 1, interacting: bool)``, metres.
+
+    Args:
+        root: dataset root (contains ``annotations/``).
+        split: ``train`` | ``val`` | ``test``.
+        interacting_only: keep only records labelled ``interacting`` with ``hand_type_valid``.
+        dedupe_views: one sample per (capture, frame) instead of one per camera image (the world
+            parameters are identical across views). Default: True in the world frame; camera
+            frame samples differ per view, so ``True`` with ``frame='camera'`` is an error.
+        frame: ``world`` (NeuralAnnot's frame) or ``camera`` (per image, needs ``mano``).
+        mano: ManoPair used for the rest wrist J0 in the camera-frame conversion.
+    Frames without both MANO hands are skipped (the prior needs pairs) and recorded.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        split: str,
+        interacting_only: bool = False,
+        dedupe_views: bool | None = None,
+        frame: Literal["world", "camera"] = "world",
+        mano: torch.nn.Module | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        _Records.__init__(self)
+        if frame not in ("world", "camera"):
+            raise ValueError(f"frame must be 'world' or 'camera', got {frame!r}")
+        if dedupe_views is None:
+            dedupe_views = frame == "world"
+        if dedupe_views and frame == "camera":
+            raise ValueError("dedupe_views=True needs frame='world' (camera-frame samples differ per view)")
+        if frame == "camera" and mano is None:
+            raise ValueError("frame='camera' needs a ManoPair (mano=...) for the rest wrist J0")
+        self.root, self.split, self.frame = Path(root), split, frame
+        self.ids: list[str] = []
+        mano_path = annotation_path(root, split, "MANO_NeuralAnnot")
+        mano_recs = parse_mano(read_json(mano_path), mano_path)
+        joints_path = annotation_path(root, split, "joint_3d")
+        if dedupe_views:
+            # Hand type per frame comes from joint_3d.json (data.json is not needed here).
+            joint_recs = parse_joint_3d(read_json(joints_path), joints_path)
+            items = []
+            for key, (left, right) in mano_recs.items():
+                ident = f"capture {key[0]} frame {key[1]}"
+                jr = joint_recs.get(key)
+                if jr is None:
+                    self.skip(ident, R_JOINTS_MISSING)
+                    continue
+                items.append((ident, left, right, jr.hand_type == "interacting" and jr.hand_type_valid, None))
+        else:
+            images, anns = _load_data_json(self.root, split)
+            cams: dict[tuple[str, str], CameraParams] = {}
+            if frame == "camera":
+                cam_path = annotation_path(root, split, "camera")
+                cams = parse_cameras(read_json(cam_path), cam_path)
+            items = []
+            for img in images:
+                cap, fr, cam = _ids(img)
+                ident = f"image {img['id']} ({img.get('file_name', '?')})"
+                ann = anns.get(int(img["id"]))
+                if ann is None:
+                    self.skip(ident, R_NO_ANNOT)
+                    continue
+                if (cap, fr) not in mano_recs:
+                    self.skip(ident, R_MANO_MISSING)
+                    continue
+                camera = cams.get((cap, cam)) if frame == "camera" else None
+                if frame == "camera" and camera is None:
+                    self.skip(ident, R_CAMERA_MISSING)
+                    continue
+                inter = ann.get("hand_type") == "interacting" and bool(ann.get("hand_type_valid", 0))
+                items.append((ident, *mano_recs[(cap, fr)], inter, camera))
+        hands, inter, rots, ts = [], [], [], []
+        for ident, left, right, is_inter, camera in items:
+            h, valid = mano_records_to_hands(left, right, dtype=torch.float64)
+            reason = _null_reason(valid)
+            if reason is not None:
+                self.skip(ident, reason)
+                continue
+            if interacting_only and not is_inter:
+                self.counts[R_FILTERED] += 1
+                continue
+            hands.append(h)
+            inter.append(bool(is_inter))
+            self.ids.append(ident)
+            if camera is not None:
+                rots.append(torch.as_tensor(camera.rot))
+                ts.append(torch.as_tensor(camera.translation_m()))
+        if not hands:
+            self._hands = TwoHands.zeros(0, dtype=dtype)
+        else:
+            all_h = TwoHands.cat(hands)
+            if frame == "camera":
+                all_h = hands_to_camera(all_h, torch.stack(rots), torch.stack(ts), WristModel(mano)(all_h.betas))
+            self._hands = all_h.to(dtype=dtype)
+        self.interacting = torch.as_tensor(inter, dtype=torch.bool)
+        self.log_summary(f"InterHandMano({split}, {frame}, dedupe={dedupe_views})", len(self.ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, idx: int) -> tuple[TwoHands, bool]:
+        return self._hands[int(idx)], bool(self.interacting[idx])
+
+    def all_hands(self) -> TwoHands:
+        """Every sample at once: TwoHands with batch ``len(self)``."""
+        return self._hands
+
+
+@dataclass(frozen=True)
+class InterHandSample:
+    """One InterHand2.6M image with its ground truth (camera frame, metres, 0 = left, 1 = right).
+
+    K: (3, 3) intrinsics; image_size: (width, height); joints_cam: (2, 21, 3) InterHand2.6M joint
+    order per hand; joint_valid: (2, 21) bool; mano_gt: TwoHands (batch 1) or None when neither
+    hand was fitted; mano_valid: (2,) bool (placeholders where False); status: ``"ok"`` or a reason
+    the image cannot be used; notes: other recorded facts (e.g. ``"left MANO null"``).
+    """
+
+    image_id: int
+    image_path: Path
+    capture: str
+    seq: str
+    cam: str
+    frame: str
+    K: Tensor
+    image_size: tuple[int, int]
+    joints_cam: Tensor
+    joint_valid: Tensor
+    hand_type: str
+    hand_type_valid: bool
+    mano_gt: TwoHands | None
+    mano_valid: Tensor
+    status: str
+    notes: tuple[str, ...]
+
+    @property
+    def interacting(self) -> bool:
+        return self.hand_type == "interacting"
+
+    def load_image(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB. Raises FileNotFoundError / ValueError naming the file."""
+        import cv2  # noqa: PLC0415  (only needed when images are read)
+
+        if not self.image_path.is_file():
+            raise FileNotFoundError(f"{self.image_path}: image file not found")
+        bgr = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"{self.image_path}: cannot decode image")
+        return bgr[:, :, ::-1].copy()
+
+
+def _keep_every_k(images: list[dict], k: int) -> set[int]:
+    """Positions kept when taking every k-th frame of each (capture, seq, camera) stream."""
+    streams: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
+    for pos, img in enumerate(images):
+        streams[(str(img["capture"]), str(img.get("seq_name", "")), str(img["camera"]))].append(
+            (int(img["frame_idx"]), pos))
+    return {pos for s in streams.values() for i, (_, pos) in enumerate(sorted(s)) if i % k == 0}
+
+
+class InterHandImages(Dataset, _Records):
+    """InterHand2.6M images with GT, for reconstruction benchmarks.
+
+    Args:
+        root, split: dataset root and split.
+        subset: ``all`` | ``interacting`` | ``single`` (annotation ``hand_type``).
+        captures, seqs: optional filters (capture ids, sequence names).
+        every_k: keep every k-th frame of each (capture, sequence, camera) stream.
+        max_images: stop after this many usable samples.
+        mano: ManoPair for camera-frame MANO GT; None -> ``mano_gt`` is None everywhere.
+    Unusable images (camera id absent, frame missing from joint_3d.json, no annotation) are in
+    ``skipped``; images whose file is missing are yielded with ``status`` set and counted.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        split: str,
+        subset: Literal["all", "interacting", "single"] = "all",
+        captures: Iterable[int | str] | None = None,
+        seqs: Iterable[str] | None = None,
+        every_k: int = 1,
+        max_images: int | None = None,
+        mano: torch.nn.Module | None = None,
+    ) -> None:
+        _Records.__init__(self)
+        if subset not in ("all", "interacting", "single"):
+            raise ValueError(f"subset must be all|interacting|single, got {subset!r}")
+        if every_k < 1:
+            raise ValueError(f"every_k must be >= 1, got {every_k}")
+        self.root, self.split = Path(root), split
+        images, anns = _load_data_json(self.root, split)
+        paths = {k: annotation_path(root, split, k) for k in ("camera", "joint_3d", "MANO_NeuralAnnot")}
+        cams = parse_cameras(read_json(paths["camera"]), paths["camera"])
+        joints = parse_joint_3d(read_json(paths["joint_3d"]), paths["joint_3d"])
+        mano_recs = parse_mano(read_json(paths["MANO_NeuralAnnot"]), paths["MANO_NeuralAnnot"])
+        cap_set = None if captures is None else {str(c) for c in captures}
+        seq_set = None if seqs is None else set(seqs)
+        kept_pos = _keep_every_k(images, every_k)
+        self._rows: list[dict[str, Any]] = []
+        hands, rots, ts = [], [], []
+        for pos, img in enumerate(images):
+            if max_images is not None and len(self._rows) >= max_images:
+                break
+            cap, fr, cam = _ids(img)
+            ann = anns.get(int(img["id"]))
+            htype = "" if ann is None else str(ann.get("hand_type", ""))
+            if (pos not in kept_pos or (cap_set is not None and cap not in cap_set)
+                    or (seq_set is not None and str(img.get("seq_name")) not in seq_set)
+                    or (subset == "interacting" and htype != "interacting")
+                    or (subset == "single" and htype not in ("left", "right"))):
+                self.counts[R_FILTERED] += 1
+                continue
+            ident = f"image {img['id']} ({img.get('file_name', '?')})"
+            camera, jr = cams.get((cap, cam)), joints.get((cap, fr))
+            if ann is None or camera is None or jr is None:
+                self.skip(ident, R_NO_ANNOT if ann is None else R_CAMERA_MISSING if camera is None
+                          else R_JOINTS_MISSING)
+                continue
+            path = self.root / "images" / split / str(img["file_name"])
+            status = "ok" if path.is_file() else R_IMAGE_MISSING
+            if status != "ok":
+                self.counts[R_IMAGE_MISSING] += 1
+            notes: list[str] = []
+            left, right = mano_recs.get((cap, fr), (None, None))
+            if (cap, fr) not in mano_recs:
+                notes.append(R_MANO_MISSING)
+            h, mvalid = mano_records_to_hands(left, right, dtype=torch.float64)
+            if (cap, fr) in mano_recs and _null_reason(mvalid) is not None:
+                notes.append(_null_reason(mvalid))
+            for n in notes:
+                self.counts[n] += 1
+            valid_src = ann["joint_valid"] if "joint_valid" in ann else jr.valid
+            valid = np.asarray(valid_src, dtype=np.float64).reshape(-1)
+            if valid.size != 42:
+                raise ValueError(f"{paths['joint_3d'].parent}: {ident} joint_valid has {valid.size} entries")
+            self._rows.append(dict(
+                image_id=int(img["id"]), image_path=path, capture=cap, seq=str(img.get("seq_name", "")),
+                cam=cam, frame=fr, K=torch.as_tensor(camera.K(), dtype=torch.float32),
+                image_size=(int(img["width"]), int(img["height"])),
+                joints_cam=torch.as_tensor(ih42_to_hands(camera.world_mm_to_cam_m(jr.world_mm)),
+                                           dtype=torch.float32),
+                joint_valid=torch.as_tensor(ih42_to_hands(valid > 0)), hand_type=htype,
+                hand_type_valid=bool(ann.get("hand_type_valid", 0)), mano_valid=mvalid,
+                status=status, notes=tuple(notes)))
+            hands.append(h)
+            rots.append(torch.as_tensor(camera.rot))
+            ts.append(torch.as_tensor(camera.translation_m()))
+        self._mano: TwoHands | None = None
+        if hands and mano is not None:
+            all_h = TwoHands.cat(hands)
+            wrist = WristModel(mano)(all_h.betas)
+            self._mano = hands_to_camera(all_h, torch.stack(rots), torch.stack(ts), wrist).to(dtype=torch.float32)
+        elif mano is None:
+            log.info("InterHandImages: no ManoPair given, mano_gt is None for every sample")
+        self.log_summary(f"InterHandImages({split}, {subset})", len(self._rows))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, idx: int) -> InterHandSample:
+        row = self._rows[int(idx)]
+        mano_gt = None
+        if self._mano is not None and bool(row["mano_valid"].any()):
+            mano_gt = self._mano[int(idx)]
+        return InterHandSample(mano_gt=mano_gt, **row)
+
+
+class IntagHandAnno(Dataset, _Records):
+    """IntagHand-preprocessed ``{root}/{split}/anno/{idx}.pkl``: ``(TwoHands, True)`` per file.
+
+    The pkl's ``pose`` holds 45 MANO PCA coefficients of the *absolute* finger pose:
+    ``aa_abs = pose @ hands_components + hands_mean``; TwoHands stores the pose relative to the
+    mean (``flat_hand_mean=False``), so ``pose_aa = aa_abs - hands_mean = pose @ hands_components``
+    with the matching side's basis. ``R`` (1,3,3) world root rotation, ``shape`` (1,10), ``trans``
+    (1,3) metres. Every record is interacting (IntagHand's filter), hence the constant True.
+
+    Args:
+        root: IntagHand's ``save_path`` (contains ``{split}/anno``).
+        split: split folder name.
+        mano: ManoPair providing ``hands_components()`` (and J0 for the camera frame).
+        frame: ``world`` or ``camera`` (the pkl's own ``camera.R``, ``camera.t`` in metres).
+        dedupe_views: keep one pkl per (capture, frame_idx) of its ``image`` record (reads all
+            pkls at construction).
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        split: str,
+        mano: torch.nn.Module,
+        frame: Literal["world", "camera"] = "world",
+        dedupe_views: bool = False,
+    ) -> None:
+        _Records.__init__(self)
+        if frame not in ("world", "camera"):
+            raise ValueError(f"frame must be 'world' or 'camera', got {frame!r}")
+        if dedupe_views and frame == "camera":
+            raise ValueError("dedupe_views=True needs frame='world' (camera-frame samples differ per view)")
+        anno = Path(root) / split / "anno"
+        if not anno.is_dir():
+            raise FileNotFoundError(f"{anno}: IntagHand anno folder not found")
+        files = [(int(p.stem), p) for p in anno.glob("*.pkl") if p.stem.isdigit()]
+        self.files = [p for _, p in sorted(files)]
+        self.frame = frame
+        self._components = mano.hands_components().detach().double().cpu()  # (2, 45, 45)
+        self._wrist = WristModel(mano) if frame == "camera" else None
+        if dedupe_views:
+            seen: set[tuple[str, str]] = set()
+            kept = []
+            for p in self.files:
+                img = load_pickle(p).get("image", {})
+                key = (str(img.get("capture")), str(img.get("frame_idx")))
+                if key in seen:
+                    self.counts["duplicate camera view"] += 1
+                    continue
+                seen.add(key)
+                kept.append(p)
+            self.files = kept
+        self.log_summary(f"IntagHandAnno({split})", len(self.files))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, idx: int) -> TwoHands:
+        """TwoHands (batch 1, float32) of file ``idx`` in the chosen frame."""
+        path = self.files[int(idx)]
+        d = load_pickle(path)
+        params = d.get("mano_params") if isinstance(d, dict) else None
+        if not isinstance(params, dict):
+            raise ValueError(f"{path}: no 'mano_params' dict")
+        fields: dict[str, list[Tensor]] = {"pose_aa": [], "betas": [], "rot_mat": [], "transl": []}
+        for side_idx, side in enumerate(SIDES):
+            p = params.get(side)
+            if not isinstance(p, dict):
+                raise ValueError(f"{path}: mano_params lacks '{side}'")
+            pose = _pkl_array(p, "pose", (1, 45), path, side)
+            fields["pose_aa"].append((pose @ self._components[side_idx]).reshape(15, 3))
+            fields["betas"].append(_pkl_array(p, "shape", (1, 10), path, side).reshape(10))
+            fields["rot_mat"].append(_pkl_array(p, "R", (1, 3, 3), path, side).reshape(3, 3))
+            fields["transl"].append(_pkl_array(p, "trans", (1, 3), path, side).reshape(3))
+        hands = TwoHands(**{k: torch.stack(v)[None] for k, v in fields.items()})
+        if self.frame == "camera":
+            cam = d.get("camera")
+            if not isinstance(cam, dict):
+                raise ValueError(f"{path}: no 'camera' dict")
+            rot = _pkl_array(cam, "R", (3, 3), path, "camera")
+            t = _pkl_array(cam, "t", (3,), path, "camera")
+            hands = hands_to_camera(hands, rot[None], t[None], self._wrist(hands.betas))
+        return hands.to(dtype=torch.float32)
+
+    def __getitem__(self, idx: int) -> tuple[TwoHands, bool]:
+        return self.read(idx), True
+
+
+def _pkl_array(d: dict, key: str, shape: tuple[int, ...], path: Path, where: str) -> Tensor:
+    if key not in d:
+        raise ValueError(f"{path}: {where} lacks '{key}'")
+    arr = np.asarray(d[key], dtype=np.float64)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: {where} '{key}' has shape {arr.shape}, expected {shape}")
+    return torch.as_tensor(arr.reshape(shape))
+
+
+def collate_two_hands(items: Sequence[tuple[TwoHands, bool]]) -> tuple[TwoHands, Tensor]:
+    """DataLoader collate: list of (TwoHands batch 1, interacting) -> (TwoHands batch N, (N,) bool)."""
+    return TwoHands.cat([h for h, _ in items]), torch.as_tensor([bool(i) for _, i in items])

@@ -1,0 +1,1 @@
+"""Evaluation: reconstruction metrics (MPJPE, PA-MPJPE, MPVPE, MRRPE) and generative-model metrics."""
