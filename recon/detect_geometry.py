@@ -159,6 +159,47 @@ def merge_candidates(
     return kept
 
 
+def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection area over the smaller area of two (4,) xyxy boxes, in [0, 1]."""
+    wh = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0.0, None)
+    area = lambda box: max(float(np.prod(box[2:] - box[:2])), 1e-9)
+    return float(wh.prod() / min(area(a), area(b)))
+
+
+def drop_false_doubles(
+    hands: list[HandDetection], chirality_scale: float, max_overlap: float = 0.3
+) -> tuple[list[HandDetection], list[str]]:
+    """Remove recovery candidates that re-read an already kept hand.
+
+    A candidate found in a recovery view (stage other than "mediapipe") whose keypoint box
+    overlaps a more trusted hand (earlier in ``hands``) by more than ``max_overlap`` of the
+    smaller box, and whose own evidence claims the same side, is taken as a second reading of
+    that hand (e.g. the curled fingers read as a fist) rather than the other hand. The other
+    hand of a clasp overlaps too, but looks like the opposite side.
+    Args:
+        hands: distinct hands in priority order.
+    Returns:
+        (kept hands in order, notes on dropped ones).
+    """
+    kept: list[HandDetection] = []
+    notes: list[str] = []
+    for hand in hands:
+        e = side_evidence(hand.right_prob, hand.chirality, chirality_scale)[0]
+        double = hand.stage != "mediapipe" and any(
+            box_overlap(hand.box_xyxy, other.box_xyxy) > max_overlap
+            and np.sign(e)
+            == np.sign(side_evidence(other.right_prob, other.chirality, chirality_scale)[0])
+            for other in kept
+        )
+        if double:
+            notes.append(
+                f"dropped a {hand.side}-looking {hand.stage} candidate overlapping a kept hand"
+            )
+        else:
+            kept.append(hand)
+    return kept, notes
+
+
 def decide_side(hand: HandDetection, chirality_scale: float) -> HandDetection:
     """Set ``is_right`` and ``handedness_source`` of one hand from its own evidence."""
     evidence, source = side_evidence(hand.right_prob, hand.chirality, chirality_scale)
@@ -187,8 +228,8 @@ def select_pair(
     Returns:
         (at most one left and one right hand, left first; notes explaining decisions).
     """
-    notes: list[str] = []
-    pool = [decide_side(h, chirality_scale) for h in hands if h.score >= min_score]
+    hands, notes = drop_false_doubles([h for h in hands if h.score >= min_score], chirality_scale)
+    pool = [decide_side(h, chirality_scale) for h in hands]
     if not pool:
         return [], notes
     if len(pool) == 1:
