@@ -21,6 +21,7 @@ MAX_PIXELS = 400_000_000  # refuse larger images (memory), well above a 12000x90
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # 43.27 mm, the 35 mm film diagonal
 
 # EXIF tags (Exif IFD 0x8769).
+_ORIENTATION = 0x0112
 _EXIF_IFD = 0x8769
 _FOCAL_LENGTH = 0x920A
 _FOCAL_35MM = 0xA405
@@ -65,7 +66,8 @@ def load_image(
                 if w * h > max_pixels:
                     raise ImageError(f"{path}: image too large ({w}x{h} > {max_pixels} pixels)")
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                if im.getexif().get(_ORIENTATION, 1) != 1:  # avoid a full copy when upright
+                    im = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(im)
     except ImageError:
         raise
@@ -91,7 +93,9 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, im)
-    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
 
 
 def exif_focal_px(path: str | Path, width: int, height: int) -> float | None:

@@ -9,6 +9,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -122,8 +123,8 @@ def test_huge_image_keypoints_in_full_resolution(detector: HandDetector, tmp_pat
     ref = detector(small).hands[0].keypoints_2d
     k, off = 9000 / 418, np.array([1500, 0])  # the photo scaled to 9000 x 9000, padded
     canvas = np.full((9000, 12000, 3), 90, np.uint8)
-    canvas[:, off[0] : off[0] + 9000] = np.asarray(
-        Image.fromarray(small).resize((9000, 9000), Image.BILINEAR)
+    canvas[:, off[0] : off[0] + 9000] = cv2.resize(
+        small, (9000, 9000), interpolation=cv2.INTER_LINEAR
     )
     path = tmp_path / "huge.jpg"
     Image.fromarray(canvas).save(path, quality=80)
