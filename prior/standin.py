@@ -223,6 +223,23 @@ def _project_to_surface(p: np.ndarray, iters: int = 3, h: float = 1e-4) -> np.nd
     return p
 
 
+def _collapse_flips(verts, faces, vert_faces, a: int, b: int) -> bool:
+    """Would moving a and b to their midpoint flip (or degenerate) a surviving face?"""
+    mid = 0.5 * (verts[a] + verts[b])
+    around = {fi for fi in vert_faces[a] + vert_faces[b]}
+    for fi in around:
+        f = faces[fi]
+        if a in f and b in f:
+            continue  # removed by the collapse
+        tri = verts[f]
+        new = np.where(((f == a) | (f == b))[:, None], mid, tri)
+        n_old = np.cross(tri[1] - tri[0], tri[2] - tri[0])
+        n_new = np.cross(new[1] - new[0], new[2] - new[0])
+        if n_old @ n_new <= 0.2 * np.linalg.norm(n_old) * np.linalg.norm(n_new):
+            return True
+    return False
+
+
 def _collapse_pass(verts: np.ndarray, faces: np.ndarray, budget: int):
     """Collapse up to ``budget`` short, mutually independent edges (link condition kept)."""
     edges = _edges(faces)
@@ -231,6 +248,10 @@ def _collapse_pass(verts: np.ndarray, faces: np.ndarray, budget: int):
     for a, b in edges:
         nbrs[a].add(b)
         nbrs[b].add(a)
+    vert_faces = [[] for _ in range(len(verts))]
+    for fi, f in enumerate(faces):
+        for k in f:
+            vert_faces[k].append(fi)
     locked = np.zeros(len(verts), bool)
     merge = {}
     for e in np.argsort(lengths):
@@ -238,6 +259,8 @@ def _collapse_pass(verts: np.ndarray, faces: np.ndarray, budget: int):
             break
         a, b = edges[e]
         if locked[a] or locked[b] or len(nbrs[a] & nbrs[b]) != 2:
+            continue
+        if _collapse_flips(verts, faces, vert_faces, a, b):
             continue
         merge[b] = a
         locked[list(nbrs[a] | nbrs[b] | {a, b})] = True
@@ -271,9 +294,23 @@ def _mesh() -> tuple[np.ndarray, np.ndarray]:
         verts = _project_to_surface(verts)
     verts, faces = _collapse_to(verts, faces, NUM_VERTS)
     walk = _adjacency(faces, len(verts))
+    flipped = _flipped_faces(verts, faces)
     for _ in range(5):  # relax towards neighbours, then back onto the surface
-        verts = _project_to_surface(0.5 * verts + 0.5 * (walk @ verts))
+        relaxed = _project_to_surface(0.5 * verts + 0.5 * (walk @ verts))
+        now = _flipped_faces(relaxed, faces)
+        if now > flipped:
+            break  # relaxation started to fold triangles: keep the previous state
+        verts, flipped = relaxed, now
     return verts, faces
+
+
+def _flipped_faces(verts: np.ndarray, faces: np.ndarray, h: float = 1e-4) -> int:
+    """Faces whose normal opposes the SDF gradient (a fold; the field is approximate in crevices)."""
+    tri = verts[faces]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    c = tri.mean(1)
+    grad = np.stack([(hand_sdf(c + h * e) - hand_sdf(c - h * e)) / (2 * h) for e in np.eye(3)], 1)
+    return int((np.einsum("ij,ij->i", normal, grad) <= 0).sum())
 
 
 def _place_tips(verts: np.ndarray, faces: np.ndarray, tips: np.ndarray):
