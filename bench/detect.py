@@ -91,8 +91,9 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--vis", type=Path, default=None, help="write keypoint drawings here")
     parser.add_argument("--no-recovery", action="store_true")
+    parser.add_argument("--palm-model", action="store_true", help="add the TFLite palm stage")
     args = parser.parse_args()
-    cfg = DetectConfig(recovery=not args.no_recovery)
+    cfg = DetectConfig(recovery=not args.no_recovery, palm_model=args.palm_model)
     paths = sorted(
         p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
     )

@@ -58,6 +58,10 @@ class DetectConfig:
     stage_discount: multiplies the score of hands found in recovery views.
     chirality_scale: chirality value that counts as fully decisive.
     layout_weight: tie-break weight of the wrist layout in pair resolution.
+    palm_model: in recovery, also run MediaPipe's palm + landmark TFLite models with our own
+        thresholds (``recon.palm``, stage "palm-model") on the image and its mirror. Off by
+        default: on shared/data/images it found no hand the other views missed.
+    palm_score: palm-detector score threshold of that stage.
     """
 
     max_side: int = 1920
@@ -80,6 +84,8 @@ class DetectConfig:
     stage_discount: float = 0.9
     chirality_scale: float = 0.2
     layout_weight: float = 0.3
+    palm_model: bool = False
+    palm_score: float = 0.3
 
 
 @dataclass
@@ -122,6 +128,11 @@ class HandDetector:
             min_detection_confidence=self.cfg.min_detection_confidence,
             min_tracking_confidence=self.cfg.min_tracking_confidence,
         )
+        self._palm = None
+        if self.cfg.palm_model:
+            from recon.palm import PalmLandmarkPipeline
+
+            self._palm = PalmLandmarkPipeline(palm_score=self.cfg.palm_score)
 
     def close(self) -> None:
         if self._hands is not None:
@@ -136,6 +147,27 @@ class HandDetector:
 
     def __call__(self, image: np.ndarray) -> DetectionResult:
         return detect_hands(image, self.cfg, self)
+
+    def palm_candidates(self, image: np.ndarray) -> list[HandDetection]:
+        """The palm + landmark TFLite stage on the image and its mirror (empty when off)."""
+        if self._palm is None:
+            return []
+        hands = self._palm(image, stage="palm-model")
+        w = image.shape[1]
+        for hand in self._palm(np.ascontiguousarray(image[:, ::-1]), stage="palm-model-flip"):
+            kp = hand.keypoints_2d.copy()
+            kp[:, 0] = w - 1 - kp[:, 0]
+            wl = hand.world_landmarks * np.array([-1.0, 1.0, 1.0])
+            hands.append(
+                replace(
+                    hand,
+                    keypoints_2d=kp,
+                    world_landmarks=wl,
+                    right_prob=1.0 - hand.right_prob,
+                    chirality=-hand.chirality,
+                )
+            )
+        return hands
 
     def candidates(self, image: np.ndarray, view: _View, discount: float) -> list[HandDetection]:
         """Run MediaPipe on one view of ``image``; hands mapped back to ``image`` pixels."""
@@ -238,6 +270,13 @@ def _detect_work(image: np.ndarray, cfg: DetectConfig, detector: HandDetector) -
     pair, notes = select_pair(
         hands, cfg.min_score, cfg.chirality_scale, layout_weight=cfg.layout_weight
     )
+    if cfg.recovery and cfg.palm_model and not _good_pair(pair, notes):
+        stages.append("palm-model")
+        cands += detector.palm_candidates(image)
+        hands = merge_candidates(cands, cfg.merge_frac)
+        pair, notes = select_pair(
+            hands, cfg.min_score, cfg.chirality_scale, layout_weight=cfg.layout_weight
+        )
     if cfg.recovery and not _good_pair(pair, notes):
         for view in _recovery_views(image, hands, cfg):
             stages.append(view.name)

@@ -169,3 +169,18 @@ def test_merge_and_pair_resolution_rules(apart: DetectionResult) -> None:
     weak = replace(r1, right_prob=0.55, chirality=0.01)
     pair, _ = select_pair([weak, r2], min_score=0.5)
     assert next(h for h in pair if h.is_right).right_prob == pytest.approx(0.95)
+
+
+def test_palm_landmark_pipeline_matches_reference() -> None:
+    """Our own glue around MediaPipe's TFLite models reproduces the stock keypoints and sides."""
+    from recon.palm import PalmLandmarkPipeline, ssd_anchors
+
+    assert ssd_anchors().shape == (2016, 2)
+    ref = json.loads((IMAGES / "two_hands_apart.mediapipe_reference.json").read_text())
+    hands = PalmLandmarkPipeline()(load_image(IMAGES / "two_hands_apart.jpg"))
+    assert len(hands) == 2
+    for ref_kp in np.asarray(ref["hands_xy"], dtype=np.float64):
+        err = min(np.linalg.norm(h.keypoints_2d - ref_kp, axis=-1).max() for h in hands)
+        assert err < 20.0
+    # Both are left hands seen from the back: classifier and chirality agree.
+    assert all(h.right_prob < 0.5 and h.chirality < 0 and h.score > 0.9 for h in hands)
