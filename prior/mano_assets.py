@@ -11,6 +11,7 @@ in a user cache folder, keyed by the SHA-256 of the source file.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import logging
 import os
@@ -84,7 +85,12 @@ _NUMPY_GLOBALS = {
     # resolved by find_class, so only the classes admitted here can be built.
     ("copyreg", "_reconstructor"),
     ("builtins", "object"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    # Byte buffers pickled by Python 3 with protocol < 3 go through codecs.encode(str, "latin1").
+    ("_codecs", "encode"),
 }
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 _SPARSE_CLASSES = {"csc_matrix", "csr_matrix", "coo_matrix"}
 _SPARSE_MODULES = {"scipy.sparse.csc", "scipy.sparse.csr", "scipy.sparse.coo", "scipy.sparse._csc",
                    "scipy.sparse._csr", "scipy.sparse._coo", "scipy.sparse"}  # fmt: skip
@@ -98,8 +104,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
+        module = _PY2_MODULES.get(module, module)
         if (module, name) in _NUMPY_GLOBALS:
-            mod = __import__(module, fromlist=[name])
+            mod = importlib.import_module(module)
             return getattr(mod, name)
         if module in _SPARSE_MODULES and name in _SPARSE_CLASSES:
             import scipy.sparse  # noqa: PLC0415
