@@ -12,7 +12,8 @@ class EMA:
     """``shadow <- rate * shadow + (1 - rate) * weights`` after each optimiser step.
 
     ``rate = 0`` makes the shadow a copy of the weights (EMA off, the original's setting).
-    Buffers are copied, not averaged.
+    Warm-up: after ``n`` updates the effective rate is ``min(rate, (1 + n) / (10 + n))``, so
+    short runs are not dominated by the initial weights. Buffers are copied, not averaged.
     """
 
     def __init__(self, model: nn.Module, rate: float) -> None:
@@ -24,11 +25,13 @@ class EMA:
         }
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, num_updates: int) -> None:
+        """Blend in the current weights; ``num_updates`` = optimiser steps done before this one."""
+        rate = min(self.rate, (1.0 + num_updates) / (10.0 + num_updates))
         params = dict(model.named_parameters())
         for name, value in model.state_dict().items():
             if name in params and value.is_floating_point():
-                self.shadow[name].lerp_(value.detach(), 1.0 - self.rate)
+                self.shadow[name].lerp_(value.detach(), 1.0 - rate)
             else:
                 self.shadow[name].copy_(value)
 

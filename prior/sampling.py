@@ -17,7 +17,7 @@ from prior.diffusion import GaussianDiffusion, StepRule
 from prior.guidance import GuideFactory, GuideFn, cfg_x0
 from prior.hands import ManoPair, TwoHands
 
-__all__ = ["SamplerConfig", "ddim_loop", "sample_vectors", "sample_two_hands"]
+__all__ = ["SamplerConfig", "ddim_loop", "sample_vectors", "sample_two_hands", "apg_factory"]
 
 
 @dataclass
@@ -168,3 +168,23 @@ def sample_two_hands(
     anchor, other = sample_vectors(prior, n, cfg, generator, guide)
     with torch.no_grad():
         return prior.codec.decode(anchor, other, mano)
+
+
+def apg_factory(prior: Prior, mano: ManoPair, cfg: SamplerConfig) -> GuideFactory:
+    """Anti-penetration guidance for :func:`sample_vectors` built from ``cfg``'s APG knobs.
+
+    Calls ``prior.guidance.penetration_guidance(codec, mano, anchor, num_steps=, weight=,
+    decay=, last_step_scale=, rho=)`` once the anchor is known.
+    """
+    try:
+        from prior.guidance import penetration_guidance  # noqa: PLC0415
+    except ImportError as e:
+        raise ImportError(f"anti-penetration guidance is not available ({e}); disable APG") from e
+
+    def factory(anchor: Tensor) -> GuideFn:
+        return penetration_guidance(
+            prior.codec, mano, anchor, num_steps=cfg.steps, weight=cfg.apg_weight,
+            decay=cfg.apg_decay, last_step_scale=cfg.apg_last_step_scale, rho=cfg.apg_rho,
+        )  # fmt: skip
+
+    return factory

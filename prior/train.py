@@ -53,7 +53,7 @@ class TrainConfig:
 
     ``cond_drop_prob`` additionally trains the other hand with the null condition (0 = the
     original, whose only unconditional branch is the anchor's, so CFG's unconditional
-    rotation/translation come from an untrained head). ``ema_rate`` 0 = EMA off (original).
+    rotation/translation come from an untrained head). ``ema_rate`` 0 = EMA off (the original had none).
     ``lr_decay_every`` is in epochs: ``lr * gamma^(epoch // every)``. ``batch_size`` is the global
     batch (split across ranks). ``val_size`` samples are held out for the denoising loss.
     """
@@ -70,7 +70,7 @@ class TrainConfig:
     grad_clip: float = 4.0
     cond_drop_prob: float = 0.0
     swap_prob: float = 0.5
-    ema_rate: float = 0.0
+    ema_rate: float = 0.999
     epochs: int = 80
     max_steps: int | None = None
     seed: int = 0
@@ -359,7 +359,7 @@ def train(
             out["loss"].backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            ema.update(model)
+            ema.update(model, step)
             step += 1
             running += torch.stack([out[k].detach().cpu().double() for k in
                                     ("loss", "loss_anchor", "loss_other")])  # fmt: skip
