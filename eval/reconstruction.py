@@ -120,9 +120,14 @@ def pa_mpjpe(pred: Tensor, gt: Tensor, valid: Tensor) -> Tensor:
     _check_joints("gt", gt)
     b = pred.shape[0]
     mask = valid.bool().reshape(b * 2, 21)
-    aligned = procrustes_align(pred.reshape(b * 2, 21, 3), gt.reshape(b * 2, 21, 3), mask)
-    err = _masked_mean((aligned - gt.reshape(b * 2, 21, 3).double()).norm(dim=-1), mask)
-    err = torch.where(mask.sum(-1) >= 3, err, torch.full_like(err, float("nan")))
+    p, g = pred.reshape(b * 2, 21, 3), gt.reshape(b * 2, 21, 3)
+    finite = torch.isfinite(p).all(-1) & torch.isfinite(g).all(-1)  # (2B, 21)
+    ok = (mask.sum(-1) >= 3) & (finite | ~mask).all(-1)  # non-finite valid joint -> NaN
+    mask = mask & finite
+    p, g = torch.where(finite[..., None], p, 0.0), torch.where(finite[..., None], g, 0.0)
+    aligned = procrustes_align(p, g, mask)
+    err = _masked_mean((aligned - g.double()).norm(dim=-1), mask)
+    err = torch.where(ok, err, torch.full_like(err, float("nan")))
     return err.reshape(b, 2).to(pred.dtype)
 
 

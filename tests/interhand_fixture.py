@@ -18,6 +18,7 @@ Contents (capture 1, cameras 400001 and 400002):
     frame 13           interacting, left MANO null              (robustness: null MANO entry)
     frame 14           interacting, absent from joint_3d.json   (robustness: missing frame)
     frame 20           right hand only (left MANO null, left joints invalid zeros)
+    frame 21           right hand only, but both hands have a MANO fit (a non-interacting pair)
     frame 30           left hand only (right MANO null)
     image of frame 12 from camera 400099, absent from camera.json (robustness)
     image of frame 11 from camera 400002 deleted                  (robustness: missing file)
@@ -51,6 +52,7 @@ FRAMES: dict[int, tuple[str, str, bool, bool, bool]] = {
     13: ("0000_twohands", "interacting", False, True, True),
     14: ("0000_twohands", "interacting", True, True, False),
     20: ("0001_right", "right", False, True, True),
+    21: ("0001_right", "right", True, True, True),
     30: ("0002_left", "left", True, False, True),
 }
 INVALID_JOINT = (12, RIGHT, 0)  # frame 12: right thumb tip (IH index 0) marked invalid
