@@ -99,7 +99,9 @@ def nearest_vertices(query: Tensor, target: Tensor, chunk: int = 512) -> tuple[T
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     with torch.no_grad():
         q, t = query.detach(), target.detach()
-        parts = [torch.cdist(q[:, s : s + chunk], t).argmin(-1) for s in range(0, q.shape[1], chunk)]
+        parts = [
+            torch.cdist(q[:, s : s + chunk], t).argmin(-1) for s in range(0, q.shape[1], chunk)
+        ]
         idx = torch.cat(parts, dim=1) if parts else q.new_zeros(q.shape[:2], dtype=torch.long)
     nearest = target.gather(1, idx[..., None].expand(-1, -1, 3))
     return (query - nearest).norm(dim=-1), idx
@@ -316,6 +318,6 @@ def penetration_depth(
     pairs = find_penetrations(verts, faces, mode=mode, chunk=chunk)
     with torch.no_grad():
         v = verts.detach()
-        d = (v[pairs.sample, pairs.side, pairs.query] - v[pairs.sample, 1 - pairs.side, pairs.target])
+        d = v[pairs.sample, pairs.side, pairs.query] - v[pairs.sample, 1 - pairs.side, pairs.target]
         depth = v.new_zeros(verts.shape[0])
         return depth.scatter_reduce(0, pairs.sample, d.norm(dim=-1), reduce="amax")
