@@ -15,10 +15,11 @@ frame geometry live in :mod:`datasets.interhand_annot`.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from datasets.interhand_annot import (
     ih42_to_hands,
     mano_records_to_hands,
     parse_cameras,
+    parse_intaghand_record,
     parse_joint_3d,
     parse_mano,
     read_json,
@@ -136,7 +138,8 @@ class InterHandMano(Dataset, _Records):
                 if jr is None:
                     self.skip(ident, R_JOINTS_MISSING)
                     continue
-                items.append((ident, left, right, jr.hand_type == "interacting" and jr.hand_type_valid, None))
+                items.append((ident, key, left, right, jr.hand_type == "interacting" and jr.hand_type_valid,
+                              None))
         else:
             images, anns = _load_data_json(self.root, split)
             cams: dict[tuple[str, str], CameraParams] = {}
@@ -159,10 +162,13 @@ class InterHandMano(Dataset, _Records):
                     self.skip(ident, R_CAMERA_MISSING)
                     continue
                 inter = ann.get("hand_type") == "interacting" and bool(ann.get("hand_type_valid", 0))
-                items.append((ident, *mano_recs[(cap, fr)], inter, camera))
+                items.append((ident, (cap, fr), *mano_recs[(cap, fr)], inter, camera))
         hands, inter, rots, ts = [], [], [], []
-        for ident, left, right, is_inter, camera in items:
-            h, valid = mano_records_to_hands(left, right, dtype=torch.float64)
+        cache: dict[tuple[str, str], tuple[TwoHands, Tensor]] = {}  # views share a frame's fit
+        for ident, key, left, right, is_inter, camera in items:
+            if key not in cache:
+                cache[key] = mano_records_to_hands(left, right, dtype=torch.float64)
+            h, valid = cache[key]
             reason = _null_reason(valid)
             if reason is not None:
                 self.skip(ident, reason)
@@ -174,14 +180,16 @@ class InterHandMano(Dataset, _Records):
             inter.append(bool(is_inter))
             self.ids.append(ident)
             if camera is not None:
-                rots.append(torch.as_tensor(camera.rot))
-                ts.append(torch.as_tensor(camera.translation_m()))
+                rots.append(camera.rot)
+                ts.append(camera.pos_mm)
         if not hands:
             self._hands = TwoHands.zeros(0, dtype=dtype)
         else:
             all_h = TwoHands.cat(hands)
             if frame == "camera":
-                all_h = hands_to_camera(all_h, torch.stack(rots), torch.stack(ts), WristModel(mano)(all_h.betas))
+                rot, campos = np.stack(rots), np.stack(ts)
+                t = torch.as_tensor(-np.einsum("nij,nj->ni", rot, campos) / 1000.0)  # -camrot campos
+                all_h = hands_to_camera(all_h, torch.as_tensor(rot), t, WristModel(mano)(all_h.betas))
             self._hands = all_h.to(dtype=dtype)
         self.interacting = torch.as_tensor(inter, dtype=torch.bool)
         self.log_summary(f"InterHandMano({split}, {frame}, dedupe={dedupe_views})", len(self.ids))
@@ -240,6 +248,22 @@ class InterHandSample:
         return bgr[:, :, ::-1].copy()
 
 
+@dataclass(frozen=True)
+class _ImageRow:
+    image_id: int
+    path: str
+    capture: str
+    seq: str
+    cam: str
+    frame: str
+    image_size: tuple[int, int]
+    hand_type: str
+    hand_type_valid: bool
+    mano_valid: Tensor
+    status: str
+    notes: tuple[str, ...]
+
+
 def _keep_every_k(images: list[dict], k: int) -> set[int]:
     """Positions kept when taking every k-th frame of each (capture, seq, camera) stream."""
     streams: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
@@ -261,6 +285,10 @@ class InterHandImages(Dataset, _Records):
         mano: ManoPair for camera-frame MANO GT; None -> ``mano_gt`` is None everywhere.
     Unusable images (camera id absent, frame missing from joint_3d.json, no annotation) are in
     ``skipped``; images whose file is missing are yielded with ``status`` set and counted.
+    ``joint_valid`` is the image annotation's (as InterHand2.6M's own loader), falling back to
+    joint_3d.json's. Note: ``ManoPair(mano_gt)`` joints are MANO's 16 joints + 5 tip vertices;
+    InterHand2.6M's GT joints are regressed from MANO vertices with its own
+    ``J_regressor_mano_ih26m.npy`` (not shipped), so on real data they differ by a few mm.
     """
 
     def __init__(
@@ -288,8 +316,12 @@ class InterHandImages(Dataset, _Records):
         cap_set = None if captures is None else {str(c) for c in captures}
         seq_set = None if seqs is None else set(seqs)
         kept_pos = _keep_every_k(images, every_k)
-        self._rows: list[dict[str, Any]] = []
-        hands, rots, ts = [], [], []
+        img_dir = os.path.join(str(self.root), "images", split)
+        self._rows: list[_ImageRow] = []
+        world, valids, cam_keys, frame_pos = [], [], [], []
+        frame_index: dict[tuple[str, str], int] = {}  # views share their frame's MANO fit
+        frame_hands: list[TwoHands] = []
+        frame_valid: list[Tensor] = []
         for pos, img in enumerate(images):
             if max_images is not None and len(self._rows) >= max_images:
                 break
@@ -303,58 +335,73 @@ class InterHandImages(Dataset, _Records):
                 self.counts[R_FILTERED] += 1
                 continue
             ident = f"image {img['id']} ({img.get('file_name', '?')})"
-            camera, jr = cams.get((cap, cam)), joints.get((cap, fr))
-            if ann is None or camera is None or jr is None:
-                self.skip(ident, R_NO_ANNOT if ann is None else R_CAMERA_MISSING if camera is None
-                          else R_JOINTS_MISSING)
+            jr = joints.get((cap, fr))
+            if ann is None or (cap, cam) not in cams or jr is None:
+                self.skip(ident, R_NO_ANNOT if ann is None else R_CAMERA_MISSING
+                          if (cap, cam) not in cams else R_JOINTS_MISSING)
                 continue
-            path = self.root / "images" / split / str(img["file_name"])
-            status = "ok" if path.is_file() else R_IMAGE_MISSING
+            path = os.path.join(img_dir, str(img["file_name"]))
+            status = "ok" if os.path.isfile(path) else R_IMAGE_MISSING
             if status != "ok":
                 self.counts[R_IMAGE_MISSING] += 1
             notes: list[str] = []
-            left, right = mano_recs.get((cap, fr), (None, None))
+            if (cap, fr) not in frame_index:
+                frame_index[(cap, fr)] = len(frame_hands)
+                h, mvalid = mano_records_to_hands(*mano_recs.get((cap, fr), (None, None)), dtype=torch.float64)
+                frame_hands.append(h)
+                frame_valid.append(mvalid)
+            mvalid = frame_valid[frame_index[(cap, fr)]]
             if (cap, fr) not in mano_recs:
                 notes.append(R_MANO_MISSING)
-            h, mvalid = mano_records_to_hands(left, right, dtype=torch.float64)
-            if (cap, fr) in mano_recs and _null_reason(mvalid) is not None:
+            elif _null_reason(mvalid) is not None:
                 notes.append(_null_reason(mvalid))
             for n in notes:
                 self.counts[n] += 1
-            valid_src = ann["joint_valid"] if "joint_valid" in ann else jr.valid
-            valid = np.asarray(valid_src, dtype=np.float64).reshape(-1)
+            valid = np.asarray(ann["joint_valid"] if "joint_valid" in ann else jr.valid, dtype=np.float64)
             if valid.size != 42:
                 raise ValueError(f"{paths['joint_3d'].parent}: {ident} joint_valid has {valid.size} entries")
-            self._rows.append(dict(
-                image_id=int(img["id"]), image_path=path, capture=cap, seq=str(img.get("seq_name", "")),
-                cam=cam, frame=fr, K=torch.as_tensor(camera.K(), dtype=torch.float32),
-                image_size=(int(img["width"]), int(img["height"])),
-                joints_cam=torch.as_tensor(ih42_to_hands(camera.world_mm_to_cam_m(jr.world_mm)),
-                                           dtype=torch.float32),
-                joint_valid=torch.as_tensor(ih42_to_hands(valid > 0)), hand_type=htype,
-                hand_type_valid=bool(ann.get("hand_type_valid", 0)), mano_valid=mvalid,
-                status=status, notes=tuple(notes)))
-            hands.append(h)
-            rots.append(torch.as_tensor(camera.rot))
-            ts.append(torch.as_tensor(camera.translation_m()))
+            self._rows.append(_ImageRow(
+                int(img["id"]), path, cap, str(img.get("seq_name", "")), cam, fr,
+                (int(img["width"]), int(img["height"])), htype, bool(ann.get("hand_type_valid", 0)),
+                mvalid, status, tuple(notes)))
+            world.append(jr.world_mm)
+            valids.append(valid.reshape(42))
+            cam_keys.append((cap, cam))
+            frame_pos.append(frame_index[(cap, fr)])
+        # Geometry for all images at once: X_cam = camrot @ (X_world - campos), mm -> m.
+        n = len(self._rows)
+        rot = np.stack([cams[k].rot for k in cam_keys]) if n else np.zeros((0, 3, 3))
+        campos = np.stack([cams[k].pos_mm for k in cam_keys]) if n else np.zeros((0, 3))
+        world_mm = np.stack(world) if n else np.zeros((0, 42, 3))
+        cam_m = np.einsum("nij,nkj->nki", rot, world_mm - campos[:, None]) / 1000.0
+        self._joints = torch.as_tensor(ih42_to_hands(cam_m, axis=1), dtype=torch.float32)  # (N,2,21,3)
+        self._valid = torch.as_tensor(ih42_to_hands(np.stack(valids) > 0 if n else np.zeros((0, 42), bool), axis=1))
+        self._K = {k: torch.as_tensor(c.K(), dtype=torch.float32) for k, c in cams.items()}
+        self._cam_keys = cam_keys
         self._mano: TwoHands | None = None
-        if hands and mano is not None:
-            all_h = TwoHands.cat(hands)
+        if n and mano is not None:
+            all_h = TwoHands.cat(frame_hands)[torch.as_tensor(frame_pos)]
+            t = -np.einsum("nij,nj->ni", rot, campos) / 1000.0
             wrist = WristModel(mano)(all_h.betas)
-            self._mano = hands_to_camera(all_h, torch.stack(rots), torch.stack(ts), wrist).to(dtype=torch.float32)
+            self._mano = hands_to_camera(all_h, torch.as_tensor(rot), torch.as_tensor(t), wrist).to(
+                dtype=torch.float32)
         elif mano is None:
             log.info("InterHandImages: no ManoPair given, mano_gt is None for every sample")
-        self.log_summary(f"InterHandImages({split}, {subset})", len(self._rows))
+        self.log_summary(f"InterHandImages({split}, {subset})", n)
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def __getitem__(self, idx: int) -> InterHandSample:
-        row = self._rows[int(idx)]
-        mano_gt = None
-        if self._mano is not None and bool(row["mano_valid"].any()):
-            mano_gt = self._mano[int(idx)]
-        return InterHandSample(mano_gt=mano_gt, **row)
+        i = int(idx)
+        r = self._rows[i]
+        mano_gt = self._mano[i] if self._mano is not None and bool(r.mano_valid.any()) else None
+        return InterHandSample(
+            image_id=r.image_id, image_path=Path(r.path), capture=r.capture, seq=r.seq, cam=r.cam,
+            frame=r.frame, K=self._K[self._cam_keys[i]].clone(), image_size=r.image_size,
+            joints_cam=self._joints[i], joint_valid=self._valid[i], hand_type=r.hand_type,
+            hand_type_valid=r.hand_type_valid, mano_gt=mano_gt, mano_valid=r.mano_valid,
+            status=r.status, notes=r.notes)
 
 
 class IntagHandAnno(Dataset, _Records):
@@ -416,41 +463,13 @@ class IntagHandAnno(Dataset, _Records):
     def read(self, idx: int) -> TwoHands:
         """TwoHands (batch 1, float32) of file ``idx`` in the chosen frame."""
         path = self.files[int(idx)]
-        d = load_pickle(path)
-        params = d.get("mano_params") if isinstance(d, dict) else None
-        if not isinstance(params, dict):
-            raise ValueError(f"{path}: no 'mano_params' dict")
-        fields: dict[str, list[Tensor]] = {"pose_aa": [], "betas": [], "rot_mat": [], "transl": []}
-        for side_idx, side in enumerate(SIDES):
-            p = params.get(side)
-            if not isinstance(p, dict):
-                raise ValueError(f"{path}: mano_params lacks '{side}'")
-            pose = _pkl_array(p, "pose", (1, 45), path, side)
-            fields["pose_aa"].append((pose @ self._components[side_idx]).reshape(15, 3))
-            fields["betas"].append(_pkl_array(p, "shape", (1, 10), path, side).reshape(10))
-            fields["rot_mat"].append(_pkl_array(p, "R", (1, 3, 3), path, side).reshape(3, 3))
-            fields["transl"].append(_pkl_array(p, "trans", (1, 3), path, side).reshape(3))
-        hands = TwoHands(**{k: torch.stack(v)[None] for k, v in fields.items()})
+        hands, rot, t = parse_intaghand_record(load_pickle(path), path, self._components)
         if self.frame == "camera":
-            cam = d.get("camera")
-            if not isinstance(cam, dict):
-                raise ValueError(f"{path}: no 'camera' dict")
-            rot = _pkl_array(cam, "R", (3, 3), path, "camera")
-            t = _pkl_array(cam, "t", (3,), path, "camera")
             hands = hands_to_camera(hands, rot[None], t[None], self._wrist(hands.betas))
         return hands.to(dtype=torch.float32)
 
     def __getitem__(self, idx: int) -> tuple[TwoHands, bool]:
         return self.read(idx), True
-
-
-def _pkl_array(d: dict, key: str, shape: tuple[int, ...], path: Path, where: str) -> Tensor:
-    if key not in d:
-        raise ValueError(f"{path}: {where} lacks '{key}'")
-    arr = np.asarray(d[key], dtype=np.float64)
-    if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: {where} '{key}' has shape {arr.shape}, expected {shape}")
-    return torch.as_tensor(arr.reshape(shape))
 
 
 def collate_two_hands(items: Sequence[tuple[TwoHands, bool]]) -> tuple[TwoHands, Tensor]:

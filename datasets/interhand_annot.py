@@ -33,7 +33,7 @@ from prior.hands import LEFT, NUM_BETAS, RIGHT, TwoHands
 __all__ = [
     "ANNOT_KINDS", "CameraParams", "JointRecord", "ManoRecord", "InterHandFormatError",
     "annotation_path", "read_json", "parse_cameras", "parse_joint_3d", "parse_mano",
-    "ih42_to_hands", "mano_records_to_hands", "WristModel", "hands_to_camera", "project",
+    "ih42_to_hands", "mano_records_to_hands", "parse_intaghand_record", "WristModel", "hands_to_camera", "project",
 ]
 
 ANNOT_KINDS = ("data", "camera", "joint_3d", "MANO_NeuralAnnot")
@@ -181,11 +181,17 @@ def parse_mano(obj: Any, path: Path) -> dict[tuple[str, str], tuple[ManoRecord |
     return out
 
 
-def ih42_to_hands(x: np.ndarray) -> np.ndarray:
-    """(42, ...) InterHand2.6M (right 0-20, left 21-41) -> (2, 21, ...) with 0 = left, 1 = right."""
-    if x.shape[0] != 42:
-        raise ValueError(f"expected 42 joints on axis 0, got shape {x.shape}")
-    return np.stack([x[21:42], x[0:21]])
+def ih42_to_hands(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """(..., 42, ...) InterHand2.6M (right 0-20, left 21-41) -> (..., 2, 21, ...), 0 = left, 1 = right.
+
+    Args:
+        x: array with 42 joints on ``axis``.
+        axis: the joint axis; the result has a new hand axis there, followed by 21 joints.
+    """
+    if x.shape[axis] != 42:
+        raise ValueError(f"expected 42 joints on axis {axis}, got shape {x.shape}")
+    right, left = np.split(x, [21], axis=axis)
+    return np.stack([left, right], axis=axis)
 
 
 def mano_records_to_hands(
@@ -213,6 +219,48 @@ def mano_records_to_hands(
         transl[0, side] = torch.as_tensor(rec.trans, dtype=torch.float64)
         valid[side] = True
     return TwoHands(pose, betas, rot, transl).to(dtype=dtype), valid
+
+
+def _pkl_array(d: dict, key: str, shape: tuple[int, ...], path: Path, where: str) -> Tensor:
+    if not isinstance(d, dict) or key not in d:
+        raise ValueError(f"{path}: {where} lacks '{key}'")
+    arr = np.asarray(d[key], dtype=np.float64)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: {where} '{key}' has shape {arr.shape}, expected {shape}")
+    return torch.as_tensor(arr.reshape(shape))
+
+
+def parse_intaghand_record(d: Any, path: Path, components: Tensor) -> tuple[TwoHands, Tensor, Tensor]:
+    """One IntagHand ``anno/{idx}.pkl`` dict -> world-frame TwoHands and its camera.
+
+    ``mano_params[side]``: ``R`` (1,3,3) world root rotation, ``pose`` (1,45) PCA coefficients of
+    the absolute finger pose (``aa_abs = pose @ hands_components + hands_mean``), ``shape`` (1,10),
+    ``trans`` (1,3) m. TwoHands stores the pose relative to the mean (``flat_hand_mean=False``):
+    ``pose_aa = aa_abs - hands_mean = pose @ hands_components`` of the matching side.
+
+    Args:
+        d: the unpickled dict; path: its file (for errors); components: (2, 45, 45) bases.
+    Returns:
+        hands (batch 1, float64), camera rotation (3, 3) and translation (3,) in metres
+        (``X_cam = R X_world + t``).
+    """
+    params = d.get("mano_params") if isinstance(d, dict) else None
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: no 'mano_params' dict")
+    comps = components.detach().double().cpu()
+    fields: dict[str, list[Tensor]] = {"pose_aa": [], "betas": [], "rot_mat": [], "transl": []}
+    for side_idx, side in enumerate(("left", "right")):
+        p = params.get(side)
+        pose = _pkl_array(p, "pose", (1, 45), path, f"mano_params[{side}]")
+        fields["pose_aa"].append((pose @ comps[side_idx]).reshape(15, 3))
+        fields["betas"].append(_pkl_array(p, "shape", (1, 10), path, side).reshape(10))
+        fields["rot_mat"].append(_pkl_array(p, "R", (1, 3, 3), path, side).reshape(3, 3))
+        fields["transl"].append(_pkl_array(p, "trans", (1, 3), path, side).reshape(3))
+    hands = TwoHands(**{k: torch.stack(v)[None] for k, v in fields.items()})
+    cam = d.get("camera")
+    rot = _pkl_array(cam, "R", (3, 3), path, "camera")
+    t = _pkl_array(cam, "t", (3,), path, "camera")
+    return hands, rot, t
 
 
 class WristModel:

@@ -248,6 +248,16 @@ def test_intaghand_reader_matches_official(tmp_path, truth, mano):
     assert (v_intag - mano(official.all_hands()[torch.tensor(pos)]).verts).abs().max() < 1e-5
     dedup = IntagHandAnno(tmp_path, SPLIT, mano, dedupe_views=True)
     assert len(dedup) == 4 and dedup.counts["duplicate camera view"] == 4
+    anno = tmp_path / SPLIT / "anno"
+    rec = load_pickle(anno / "0.pkl")
+    del rec["mano_params"]["right"]["trans"]
+    (anno / "0.pkl").write_bytes(pickle.dumps(rec))
+    with pytest.raises(ValueError, match=r"0\.pkl: right lacks 'trans'"):
+        world[0]
+    (anno / "1.pkl").write_bytes(pickle.dumps({"mano_params": _Payload(tmp_path / "pwned")}))
+    with pytest.raises(UnsafePickleError, match=r"1\.pkl: refused pickle global"):
+        world[1]
+    assert not (tmp_path / "pwned").exists()
 
 
 class _Payload:
