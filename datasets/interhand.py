@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -30,8 +30,11 @@ from datasets.interhand_annot import (
     CameraParams,
     WristModel,
     annotation_path,
+    every_k_positions,
     hands_to_camera,
     ih42_to_hands,
+    image_ids,
+    load_data_json,
     mano_records_to_hands,
     parse_cameras,
     parse_intaghand_record,
@@ -74,19 +77,6 @@ class _Records:
 
     def log_summary(self, name: str, kept: int) -> None:
         log.info("%s: %d samples kept; %s", name, kept, dict(self.counts) or "nothing skipped")
-
-
-def _load_data_json(root: Path, split: str) -> tuple[list[dict], dict[int, dict]]:
-    path = annotation_path(root, split, "data")
-    data = read_json(path)
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise ValueError(f"{path}: expected an object with 'images' and 'annotations'")
-    anns = {int(a["image_id"]): a for a in data["annotations"]}
-    return data["images"], anns
-
-
-def _ids(img: dict) -> tuple[str, str, str]:
-    return str(img["capture"]), str(img["frame_idx"]), str(img["camera"])
 
 
 class InterHandMano(Dataset, _Records):
@@ -141,14 +131,14 @@ class InterHandMano(Dataset, _Records):
                 items.append((ident, key, left, right, jr.hand_type == "interacting" and jr.hand_type_valid,
                               None))
         else:
-            images, anns = _load_data_json(self.root, split)
+            images, anns = load_data_json(self.root, split)
             cams: dict[tuple[str, str], CameraParams] = {}
             if frame == "camera":
                 cam_path = annotation_path(root, split, "camera")
                 cams = parse_cameras(read_json(cam_path), cam_path)
             items = []
             for img in images:
-                cap, fr, cam = _ids(img)
+                cap, fr, cam = image_ids(img)
                 ident = f"image {img['id']} ({img.get('file_name', '?')})"
                 ann = anns.get(int(img["id"]))
                 if ann is None:
@@ -264,15 +254,6 @@ class _ImageRow:
     notes: tuple[str, ...]
 
 
-def _keep_every_k(images: list[dict], k: int) -> set[int]:
-    """Positions kept when taking every k-th frame of each (capture, seq, camera) stream."""
-    streams: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
-    for pos, img in enumerate(images):
-        streams[(str(img["capture"]), str(img.get("seq_name", "")), str(img["camera"]))].append(
-            (int(img["frame_idx"]), pos))
-    return {pos for s in streams.values() for i, (_, pos) in enumerate(sorted(s)) if i % k == 0}
-
-
 class InterHandImages(Dataset, _Records):
     """InterHand2.6M images with GT, for reconstruction benchmarks.
 
@@ -308,14 +289,14 @@ class InterHandImages(Dataset, _Records):
         if every_k < 1:
             raise ValueError(f"every_k must be >= 1, got {every_k}")
         self.root, self.split = Path(root), split
-        images, anns = _load_data_json(self.root, split)
+        images, anns = load_data_json(self.root, split)
         paths = {k: annotation_path(root, split, k) for k in ("camera", "joint_3d", "MANO_NeuralAnnot")}
         cams = parse_cameras(read_json(paths["camera"]), paths["camera"])
         joints = parse_joint_3d(read_json(paths["joint_3d"]), paths["joint_3d"])
         mano_recs = parse_mano(read_json(paths["MANO_NeuralAnnot"]), paths["MANO_NeuralAnnot"])
         cap_set = None if captures is None else {str(c) for c in captures}
         seq_set = None if seqs is None else set(seqs)
-        kept_pos = _keep_every_k(images, every_k)
+        kept_pos = every_k_positions(images, every_k)
         img_dir = os.path.join(str(self.root), "images", split)
         self._rows: list[_ImageRow] = []
         world, valids, cam_keys, frame_pos = [], [], [], []
@@ -325,7 +306,7 @@ class InterHandImages(Dataset, _Records):
         for pos, img in enumerate(images):
             if max_images is not None and len(self._rows) >= max_images:
                 break
-            cap, fr, cam = _ids(img)
+            cap, fr, cam = image_ids(img)
             ann = anns.get(int(img["id"]))
             htype = "" if ann is None else str(ann.get("hand_type", ""))
             if (pos not in kept_pos or (cap_set is not None and cap not in cap_set)

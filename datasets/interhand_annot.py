@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from prior.hands import LEFT, NUM_BETAS, RIGHT, TwoHands
 
 __all__ = [
     "ANNOT_KINDS", "CameraParams", "JointRecord", "ManoRecord", "InterHandFormatError",
-    "annotation_path", "read_json", "parse_cameras", "parse_joint_3d", "parse_mano",
+    "annotation_path", "read_json", "load_data_json", "image_ids", "every_k_positions", "parse_cameras", "parse_joint_3d", "parse_mano",
     "ih42_to_hands", "mano_records_to_hands", "parse_intaghand_record", "WristModel", "hands_to_camera", "project",
 ]
 
@@ -60,6 +61,29 @@ def read_json(path: Path) -> Any:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise InterHandFormatError(f"{path}: invalid JSON ({exc})") from exc
+
+
+def load_data_json(root: Path | str, split: str) -> tuple[list[dict], dict[int, dict]]:
+    """data.json -> (``images`` records in file order, {image_id: annotation record})."""
+    path = annotation_path(root, split, "data")
+    data = read_json(path)
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise InterHandFormatError(f"{path}: expected an object with 'images' and 'annotations'")
+    return data["images"], {int(a["image_id"]): a for a in data["annotations"]}
+
+
+def image_ids(img: dict) -> tuple[str, str, str]:
+    """(capture, frame_idx, camera) of an ``images`` record, as the string keys the JSONs use."""
+    return str(img["capture"]), str(img["frame_idx"]), str(img["camera"])
+
+
+def every_k_positions(images: list[dict], k: int) -> set[int]:
+    """Positions kept when taking every k-th frame (by frame_idx) of each (capture, seq, camera) stream."""
+    streams: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
+    for pos, img in enumerate(images):
+        streams[(str(img["capture"]), str(img.get("seq_name", "")), str(img["camera"]))].append(
+            (int(img["frame_idx"]), pos))
+    return {pos for s in streams.values() for i, (_, pos) in enumerate(sorted(s)) if i % k == 0}
 
 
 def _array(value: Any, shape: tuple[int, ...], what: str, path: Path) -> np.ndarray:
