@@ -18,6 +18,15 @@ from prior.sds import sds_loss
 TINY = DenoiserConfig(hidden=48, emb=32, ff_dim=64, layers=3, skips=(1,))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models: intra-op threads only add overhead (and stall badly on a loaded machine).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class ConstantModel(nn.Module):
     """Predicts the same x0 for every input (an oracle for the loop and SDS)."""
 
@@ -155,3 +164,26 @@ def test_sds_with_a_real_network_moves_towards_its_prediction(tiny_prior):
     assert torch.isfinite(other.grad).all() and other.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="t_range"):
         sds_loss(tiny_prior, anchor, other, t_range=(0.6, 0.2))
+
+
+def test_sample_cli_writes_npz_and_resolved_config(tmp_path, tiny_prior):
+    import numpy as np
+
+    from prior.__main__ import main
+    from prior.checkpoint import save_prior
+
+    ckpt = tmp_path / "prior.pt"
+    save_prior(ckpt, tiny_prior, step=0)
+    out = tmp_path / "s.npz"
+    rc = main(["sample", "--ckpt", str(ckpt), "--n", "5", "--out", str(out), "--seed", "3",
+               "--no-apg", "--set", "sampler.steps=4", "--set", "batch_size=3"])  # fmt: skip
+    assert rc == 0
+    with np.load(out) as z:
+        assert z["params"].shape == (5, 128) and z["pose_aa"].shape == (5, 2, 15, 3)
+        assert np.isfinite(z["params"]).all() and str(z["hand_model"]) == "standin"
+    assert (tmp_path / "s.config.resolved.yaml").is_file()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["sample", "--ckpt", str(bad), "--n", "2", "--out", str(tmp_path / "x.npz"),
+                 "--no-apg"]) == 2  # fmt: skip
+    assert not (tmp_path / "x.npz").exists()
