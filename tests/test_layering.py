@@ -35,18 +35,20 @@ def project_modules():
     yield "run_fit", REPO / "run_fit.py"
 
 
-def imported(tree: ast.AST, module: str) -> set[str]:
+def imported(tree: ast.AST, module: str, known: set[str]) -> set[str]:
+    """Project modules imported by a module (``from pkg import sub`` counts as ``pkg.sub``)."""
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative import
-                base = module.split(".")[: -node.level] if not module.endswith("__init__") else module.split(".")
-                out.add(".".join(base + ([node.module] if node.module else [])))
-            elif node.module:
-                out.add(node.module)
-                out.update(f"{node.module}.{a.name}" for a in node.names)
+                parts = module.split(".")[: len(module.split(".")) - node.level]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            subs = {f"{base}.{a.name}" for a in node.names} & known
+            out.update(subs if len(subs) == len(node.names) else subs | {base})
     return {m for m in out if m.split(".")[0] in PACKAGES}
 
 
@@ -64,7 +66,7 @@ def test_imports_point_one_way():
         if not path.exists():
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
-        for target in imported(tree, name):
+        for target in imported(tree, name, names):
             target = _known(target, names)
             if target is None or target == name or target.startswith(name + "."):
                 continue
