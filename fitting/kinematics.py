@@ -1,0 +1,103 @@
+"""Joints-only MANO forward pass: the 21 joints of both hands without skinning 778 vertices.
+
+Most fitting terms (reprojection, 3D landmarks, the prior's codec) need joints only. MANO's
+joints are the 16 kinematic joints, whose rest positions are linear in the shape (``J_regressor``
+applied to the shaped template), plus 5 fingertip *vertices*; skinning just those 5 vertices
+instead of all 778 makes a step several times cheaper. The result equals
+``ManoPair.forward(hands).joints`` (tested to 1e-5 m).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from smplx.lbs import batch_rigid_transform, batch_rodrigues
+from torch import Tensor, nn
+
+from prior.hands import IH26M_MIDDLE_MCP, IH26M_WRIST, JOINT_ORDERS, ManoPair, TwoHands
+
+__all__ = ["HandJoints", "JointModel"]
+
+
+@dataclass(frozen=True)
+class HandJoints:
+    """Joints of both hands (the part of ``HandMeshes`` that the codec and losses read).
+
+    joints: (B, 2, 21, 3) InterHand2.6M order.
+    """
+
+    joints: Tensor
+
+    def root_joints(self) -> Tensor:
+        return self.joints[:, :, IH26M_WRIST]
+
+    def middle_mcp(self) -> Tensor:
+        return self.joints[:, :, IH26M_MIDDLE_MCP]
+
+
+class JointModel(nn.Module):
+    """Joints-only twin of a :class:`ManoPair` (same parameters, same conventions).
+
+    It also exposes what :class:`prior.codec.HandCodec` reads from a hand model
+    (``flat_hand_mean``, ``hands_components``, ``hands_mean``, ``model_name``), so it can stand
+    in for the ``ManoPair`` when encoding hands for the prior.
+    """
+
+    def __init__(self, mano: ManoPair) -> None:
+        super().__init__()
+        self.mano = mano
+        self.flat_hand_mean = mano.flat_hand_mean
+        self.model_name = mano.model_name
+        tips = mano._tips
+        stacks: dict[str, list[Tensor]] = {k: [] for k in (
+            "j_template", "j_shapedirs", "tip_template", "tip_shapedirs", "tip_posedirs",
+            "tip_weights", "pose_mean")}  # fmt: skip
+        for layer in mano.layers:
+            reg = layer.J_regressor  # (16, 778)
+            stacks["j_template"].append(reg @ layer.v_template)
+            stacks["j_shapedirs"].append(torch.einsum("jv,vcs->jcs", reg, layer.shapedirs))
+            stacks["tip_template"].append(layer.v_template[tips])
+            stacks["tip_shapedirs"].append(layer.shapedirs[tips])
+            posedirs = layer.posedirs.view(layer.posedirs.shape[0], -1, 3)  # (135, 778, 3)
+            stacks["tip_posedirs"].append(posedirs[:, tips].reshape(posedirs.shape[0], -1))
+            stacks["tip_weights"].append(layer.lbs_weights[tips])
+            stacks["pose_mean"].append(layer.pose_mean[3:].view(15, 3))
+        for name, items in stacks.items():
+            self.register_buffer(name, torch.stack(items), persistent=False)
+        self.register_buffer("parents", mano.layers[0].parents.clone(), persistent=False)
+        self.register_buffer("_to_ih26m", torch.as_tensor(JOINT_ORDERS["ih26m"]), persistent=False)
+
+    def hands_components(self) -> Tensor:
+        return self.mano.hands_components()
+
+    def hands_mean(self) -> Tensor:
+        return self.mano.hands_mean()
+
+    def forward(self, hands: TwoHands) -> HandJoints:
+        """(B) TwoHands -> HandJoints with joints (B, 2, 21, 3), InterHand2.6M order."""
+        b = hands.batch_size
+        dtype = hands.pose_aa.dtype
+        # Rest joints and tip vertices of the shaped hand (linear in betas).
+        joints_rest = self.j_template.to(dtype) + torch.einsum("hjcs,bhs->bhjc", self.j_shapedirs.to(dtype), hands.betas)
+        tips_rest = self.tip_template.to(dtype) + torch.einsum("hvcs,bhs->bhvc", self.tip_shapedirs.to(dtype), hands.betas)
+        # Joint rotations: identity root (the root rotation is applied about the wrist below).
+        pose = hands.pose_aa + self.pose_mean.to(dtype)  # absolute finger pose (B,2,15,3)
+        rot = batch_rodrigues(pose.reshape(-1, 3)).view(b, 2, 15, 3, 3)
+        eye = torch.eye(3, dtype=dtype, device=pose.device).expand(b, 2, 1, 3, 3)
+        rots = torch.cat([eye, rot], 2)  # (B,2,16,3,3)
+        # Pose blend shapes of the tip vertices, then forward kinematics.
+        pose_feature = (rot - torch.eye(3, dtype=dtype, device=pose.device)).reshape(b, 2, 135)
+        tips_rest = tips_rest + torch.einsum("bhp,hpk->bhk", pose_feature, self.tip_posedirs.to(dtype)).view(b, 2, 5, 3)
+        posed, transforms = batch_rigid_transform(
+            rots.reshape(b * 2, 16, 3, 3), joints_rest.reshape(b * 2, 16, 3), self.parents
+        )
+        # Linear blend skinning of the 5 tip vertices.
+        weights = self.tip_weights.to(dtype)  # (2,5,16)
+        t = torch.einsum("hvj,bhjkl->bhvkl", weights, transforms.view(b, 2, 16, 4, 4))
+        tips = (t[..., :3, :3] @ tips_rest[..., None])[..., 0] + t[..., :3, 3]
+        joints = torch.cat([posed.view(b, 2, 16, 3), tips], 2)  # MANO21 order
+        # Root rotation about the wrist, then translation (as ManoPair.forward).
+        wrist = joints[:, :, :1]
+        joints = (joints - wrist) @ hands.rot_mat.transpose(-1, -2) + wrist + hands.transl[:, :, None]
+        return HandJoints(joints[:, :, self._to_ih26m])

@@ -1,0 +1,121 @@
+"""Unit tests of fitting.objectives, fitting.observation and the joints-only kinematics."""
+
+from __future__ import annotations
+
+import pytest
+import roma
+import torch
+
+from fitting import objectives as O
+from fitting.kinematics import JointModel
+from fitting.observation import Observation
+from prior.hands import TwoHands
+
+
+def _hands(n: int, g: torch.Generator) -> TwoHands:
+    return TwoHands(
+        0.3 * torch.randn(n, 2, 15, 3, generator=g), 0.5 * torch.randn(n, 2, 10, generator=g),
+        roma.rotvec_to_rotmat(torch.randn(n, 2, 3, generator=g)),
+        torch.tensor([0.0, 0.0, 0.5]) + 0.05 * torch.randn(n, 2, 3, generator=g),
+    )  # fmt: skip
+
+
+def _obs(hands: TwoHands, mano, noise: float = 0.0) -> Observation:
+    b = hands.batch_size
+    K = torch.tensor([[1000.0, 0, 320], [0, 1000, 240], [0, 0, 1]]).expand(b, 3, 3).clone()
+    joints = mano(hands).joints_in("mediapipe")
+    kp = O.project(joints.reshape(b, 42, 3), K).reshape(b, 2, 21, 2) + noise
+    return Observation(kp, torch.ones(b, 2, 21), K, torch.tensor([[640.0, 480.0]]).expand(b, 2),
+                       hands, torch.ones(b, 2, dtype=torch.bool), joints)  # fmt: skip
+
+
+def test_project_matches_pinhole():
+    pts = torch.tensor([[[0.1, -0.2, 2.0], [0.0, 0.0, 1.0]]])
+    K = torch.tensor([[[500.0, 0, 100], [0, 400, 50], [0, 0, 1]]])
+    uv = O.project(pts, K)
+    assert torch.allclose(uv, torch.tensor([[[125.0, 10.0], [100.0, 50.0]]]))
+    with pytest.raises(ValueError, match="project expects"):
+        O.project(pts[0], K)
+
+
+def test_gmof_is_quadratic_then_saturates():
+    r = torch.tensor([0.01, 1e4])
+    out = O.gmof(r, rho=1.0)
+    assert out[0] == pytest.approx(1e-4, rel=1e-3)
+    assert out[1] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_joint_model_equals_mano(mano, generator):
+    hands = _hands(4, generator)
+    assert torch.allclose(JointModel(mano)(hands).joints, mano(hands).joints, atol=1e-5)
+
+
+def test_reprojection_zero_at_truth_and_masks(mano, generator):
+    hands = _hands(3, generator)
+    obs = _obs(hands, mano)
+    joints = mano(hands).joints
+    assert O.reprojection_loss(joints, obs).abs().max() < 1e-4
+    assert O.reprojection_error_px(joints, obs).max() < 1e-3
+    # A shifted right hand costs something, unless the right hand is absent.
+    moved = joints.clone()
+    moved[:, 1] += torch.tensor([0.01, 0.0, 0.0])
+    assert (O.reprojection_loss(moved, obs) > 1.0).all()
+    absent = Observation(obs.keypoints_2d, obs.confidence, obs.K, obs.image_size, obs.init,
+                         torch.tensor([[True, False]] * 3), obs.landmarks_3d)  # fmt: skip
+    assert O.reprojection_loss(moved, absent).abs().max() < 1e-4
+    zero_conf = Observation(obs.keypoints_2d, torch.zeros_like(obs.confidence), obs.K,
+                            obs.image_size, obs.init, obs.present, None)  # fmt: skip
+    assert torch.isnan(O.reprojection_error_px(joints, zero_conf)).all()
+
+
+def test_init_landmark_loss_translation_free(mano, generator):
+    hands = _hands(2, generator)
+    obs = _obs(hands, mano)
+    joints = mano(hands).joints
+    shifted = obs.landmarks_3d + torch.tensor([0.1, -0.2, 0.3])
+    assert O.init_landmark_loss(joints, shifted, obs.present).max() < 1e-6
+    assert (O.init_landmark_loss(joints * 1.1, obs.landmarks_3d, obs.present) > 0.1).all()
+
+
+def test_pose_loss_zero_inside_limits_and_grows_outside(mano):
+    limits = O.pose_limits(mano)
+    present = torch.ones(1, 2, dtype=torch.bool)
+    # The model's mean pose is a plausible curled hand: no limit violation, little twist.
+    rest = torch.zeros(1, 2, 15, 3)
+    assert O.pose_loss(rest, present, limits, twist_weight=0.0).item() < 1e-3
+    # Bending every finger backwards by 2 rad violates the flexion limits.
+    bent = -2.0 * limits.flex[None]
+    assert O.pose_loss(bent, present, limits).item() > 10.0
+    assert O.pose_loss(bent, torch.zeros(1, 2, dtype=torch.bool), limits).item() == 0.0
+
+
+def test_penetration_loss_only_when_both_present(mano):
+    hands = TwoHands.zeros(2)
+    hands = TwoHands(hands.pose_aa, hands.betas, hands.rot_mat,
+                     torch.tensor([0.0, 0.0, 0.5]).expand(2, 2, 3).clone())  # fmt: skip
+    meshes = mano(hands)  # both hands at the same place: deep interpenetration
+    present = torch.tensor([[True, True], [True, False]])
+    pen = O.penetration_loss(meshes, present)
+    assert pen[0] > 0 and pen[1] == 0
+    depth = O.penetration_depth(meshes, present)
+    assert depth[0] > 0.005 and depth[1] == 0
+
+
+def test_observation_validate(mano, generator):
+    obs = _obs(_hands(2, generator), mano)
+    assert obs.validate() is obs
+    assert obs[1].batch_size == 1 and Observation.cat([obs, obs]).batch_size == 4
+    bad = Observation(obs.keypoints_2d[..., :1], obs.confidence, obs.K, obs.image_size, obs.init,
+                      obs.present)  # fmt: skip
+    with pytest.raises(ValueError, match="keypoints_2d must have shape"):
+        bad.validate()
+    nan = obs.keypoints_2d.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        Observation(nan, obs.confidence, obs.K, obs.image_size, obs.init, obs.present).validate()
+    with pytest.raises(ValueError, match=r"confidence must lie in \[0, 1\]"):
+        Observation(obs.keypoints_2d, obs.confidence * 2, obs.K, obs.image_size, obs.init,
+                    obs.present).validate()  # fmt: skip
+    with pytest.raises(ValueError, match="present must be torch.bool"):
+        Observation(obs.keypoints_2d, obs.confidence, obs.K, obs.image_size, obs.init,
+                    obs.present.float()).validate()  # fmt: skip
