@@ -4,8 +4,8 @@
   world frame (optionally one sample per frame instead of per camera view) or a camera frame.
 * :class:`InterHandImages` - one :class:`InterHandSample` per image: intrinsics, 21+21 GT joints in
   the camera frame, validity, hand type and camera-frame MANO GT when fitted.
-* :class:`IntagHandAnno` - IntagHand's preprocessed ``{split}/anno/{idx}.pkl`` (what InterHandGen
-  trains on), read with a restricted unpickler.
+* :class:`IntagHandAnno` (defined in :mod:`datasets.intaghand`, re-exported here) - IntagHand's
+  preprocessed ``{split}/anno/{idx}.pkl`` (what InterHandGen trains on).
 
 Nothing is silently dropped: every record that cannot be used is appended to ``dataset.skipped``
 as ``(id, reason)`` and counted in ``dataset.counts`` (logged once at construction). Parsing and
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -26,8 +25,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from datasets.intaghand import IntagHandAnno
 from datasets.interhand_annot import (
     CameraParams,
+    SkipLog,
     WristModel,
     annotation_path,
     every_k_positions,
@@ -37,12 +38,10 @@ from datasets.interhand_annot import (
     load_data_json,
     mano_records_to_hands,
     parse_cameras,
-    parse_intaghand_record,
     parse_joint_3d,
     parse_mano,
     read_json,
 )
-from datasets.safe_pickle import load_pickle
 from prior.hands import SIDES, TwoHands
 
 __all__ = ["InterHandMano", "InterHandImages", "InterHandSample", "IntagHandAnno", "collate_two_hands",
@@ -64,22 +63,7 @@ def _null_reason(valid: Tensor) -> str | None:
     return None if not missing else ("both" if len(missing) == 2 else missing[0]) + " MANO null"
 
 
-class _Records:
-    """Bookkeeping shared by the datasets: skipped (id, reason) list and reason counts."""
-
-    def __init__(self) -> None:
-        self.skipped: list[tuple[str, str]] = []
-        self.counts: Counter[str] = Counter()
-
-    def skip(self, ident: str, reason: str) -> None:
-        self.skipped.append((ident, reason))
-        self.counts[reason] += 1
-
-    def log_summary(self, name: str, kept: int) -> None:
-        log.info("%s: %d samples kept; %s", name, kept, dict(self.counts) or "nothing skipped")
-
-
-class InterHandMano(Dataset, _Records):
+class InterHandMano(Dataset, SkipLog):
     """MANO NeuralAnnot two-hand samples: ``(TwoHands with batch 1, interacting: bool)``, metres.
 
     Args:
@@ -104,7 +88,7 @@ class InterHandMano(Dataset, _Records):
         mano: torch.nn.Module | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        _Records.__init__(self)
+        SkipLog.__init__(self)
         if frame not in ("world", "camera"):
             raise ValueError(f"frame must be 'world' or 'camera', got {frame!r}")
         if dedupe_views is None:
@@ -254,7 +238,7 @@ class _ImageRow:
     notes: tuple[str, ...]
 
 
-class InterHandImages(Dataset, _Records):
+class InterHandImages(Dataset, SkipLog):
     """InterHand2.6M images with GT, for reconstruction benchmarks.
 
     Args:
@@ -283,7 +267,7 @@ class InterHandImages(Dataset, _Records):
         max_images: int | None = None,
         mano: torch.nn.Module | None = None,
     ) -> None:
-        _Records.__init__(self)
+        SkipLog.__init__(self)
         if subset not in ("all", "interacting", "single"):
             raise ValueError(f"subset must be all|interacting|single, got {subset!r}")
         if every_k < 1:
@@ -383,74 +367,6 @@ class InterHandImages(Dataset, _Records):
             joints_cam=self._joints[i], joint_valid=self._valid[i], hand_type=r.hand_type,
             hand_type_valid=r.hand_type_valid, mano_gt=mano_gt, mano_valid=r.mano_valid,
             status=r.status, notes=r.notes)
-
-
-class IntagHandAnno(Dataset, _Records):
-    """IntagHand-preprocessed ``{root}/{split}/anno/{idx}.pkl``: ``(TwoHands, True)`` per file.
-
-    The pkl's ``pose`` holds 45 MANO PCA coefficients of the *absolute* finger pose:
-    ``aa_abs = pose @ hands_components + hands_mean``; TwoHands stores the pose relative to the
-    mean (``flat_hand_mean=False``), so ``pose_aa = aa_abs - hands_mean = pose @ hands_components``
-    with the matching side's basis. ``R`` (1,3,3) world root rotation, ``shape`` (1,10), ``trans``
-    (1,3) metres. Every record is interacting (IntagHand's filter), hence the constant True.
-
-    Args:
-        root: IntagHand's ``save_path`` (contains ``{split}/anno``).
-        split: split folder name.
-        mano: ManoPair providing ``hands_components()`` (and J0 for the camera frame).
-        frame: ``world`` or ``camera`` (the pkl's own ``camera.R``, ``camera.t`` in metres).
-        dedupe_views: keep one pkl per (capture, frame_idx) of its ``image`` record (reads all
-            pkls at construction).
-    """
-
-    def __init__(
-        self,
-        root: Path | str,
-        split: str,
-        mano: torch.nn.Module,
-        frame: Literal["world", "camera"] = "world",
-        dedupe_views: bool = False,
-    ) -> None:
-        _Records.__init__(self)
-        if frame not in ("world", "camera"):
-            raise ValueError(f"frame must be 'world' or 'camera', got {frame!r}")
-        if dedupe_views and frame == "camera":
-            raise ValueError("dedupe_views=True needs frame='world' (camera-frame samples differ per view)")
-        anno = Path(root) / split / "anno"
-        if not anno.is_dir():
-            raise FileNotFoundError(f"{anno}: IntagHand anno folder not found")
-        files = [(int(p.stem), p) for p in anno.glob("*.pkl") if p.stem.isdigit()]
-        self.files = [p for _, p in sorted(files)]
-        self.frame = frame
-        self._components = mano.hands_components().detach().double().cpu()  # (2, 45, 45)
-        self._wrist = WristModel(mano) if frame == "camera" else None
-        if dedupe_views:
-            seen: set[tuple[str, str]] = set()
-            kept = []
-            for p in self.files:
-                img = load_pickle(p).get("image", {})
-                key = (str(img.get("capture")), str(img.get("frame_idx")))
-                if key in seen:
-                    self.counts["duplicate camera view"] += 1
-                    continue
-                seen.add(key)
-                kept.append(p)
-            self.files = kept
-        self.log_summary(f"IntagHandAnno({split})", len(self.files))
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def read(self, idx: int) -> TwoHands:
-        """TwoHands (batch 1, float32) of file ``idx`` in the chosen frame."""
-        path = self.files[int(idx)]
-        hands, rot, t = parse_intaghand_record(load_pickle(path), path, self._components)
-        if self.frame == "camera":
-            hands = hands_to_camera(hands, rot[None], t[None], self._wrist(hands.betas))
-        return hands.to(dtype=torch.float32)
-
-    def __getitem__(self, idx: int) -> tuple[TwoHands, bool]:
-        return self.read(idx), True
 
 
 def collate_two_hands(items: Sequence[tuple[TwoHands, bool]]) -> tuple[TwoHands, Tensor]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,9 @@ from torch import Tensor
 from prior.hands import LEFT, NUM_BETAS, RIGHT, TwoHands
 
 __all__ = [
-    "ANNOT_KINDS", "CameraParams", "JointRecord", "ManoRecord", "InterHandFormatError",
-    "annotation_path", "read_json", "load_data_json", "image_ids", "every_k_positions", "parse_cameras", "parse_joint_3d", "parse_mano",
+    "ANNOT_KINDS", "SkipLog", "CameraParams", "JointRecord", "ManoRecord", "InterHandFormatError",
+    "annotation_path", "read_json", "load_data_json", "image_ids", "every_k_positions", "parse_cameras",
+    "parse_joint_3d", "parse_mano",
     "ih42_to_hands", "mano_records_to_hands", "parse_intaghand_record", "WristModel", "hands_to_camera", "project",
 ]
 
@@ -43,6 +44,23 @@ log = logging.getLogger(__name__)
 
 class InterHandFormatError(ValueError):
     """An InterHand2.6M file is missing or does not follow the documented layout."""
+
+
+class SkipLog:
+    """Bookkeeping shared by the datasets: skipped ``(id, reason)`` list and reason counts."""
+
+    def __init__(self) -> None:
+        self.skipped: list[tuple[str, str]] = []
+        self.counts: Counter[str] = Counter()
+
+    def skip(self, ident: str, reason: str) -> None:
+        """Record that ``ident`` was not used, and why."""
+        self.skipped.append((ident, reason))
+        self.counts[reason] += 1
+
+    def log_summary(self, name: str, kept: int) -> None:
+        """Log the kept count and the reason counts once."""
+        log.info("%s: %d samples kept; %s", name, kept, dict(self.counts) or "nothing skipped")
 
 
 def annotation_path(root: Path | str, split: str, kind: str) -> Path:

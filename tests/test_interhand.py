@@ -12,11 +12,11 @@ import pytest
 import roma
 import torch
 
+from datasets.intaghand import IntagHandAnno
 from datasets.interhand import (
     R_CAMERA_MISSING,
     R_IMAGE_MISSING,
     R_JOINTS_MISSING,
-    IntagHandAnno,
     InterHandImages,
     InterHandMano,
     collate_two_hands,
