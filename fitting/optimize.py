@@ -142,6 +142,16 @@ def _terms(
     return out
 
 
+def _keep_absent(hands: TwoHands, init: TwoHands, present: Tensor) -> TwoHands:
+    """Absent hands get their initial parameters back exactly (6D re-orthonormalisation aside)."""
+    def pick(fitted: Tensor, initial: Tensor) -> Tensor:
+        mask = present.view(*present.shape, *([1] * (fitted.dim() - 2)))
+        return torch.where(mask, fitted, initial)
+
+    return TwoHands(pick(hands.pose_aa, init.pose_aa), pick(hands.betas, init.betas),
+                    pick(hands.rot_mat, init.rot_mat), pick(hands.transl, init.transl))  # fmt: skip
+
+
 def _check_finite(step: int, stage: str, terms: dict[str, Tensor]) -> None:
     for name, value in terms.items():
         if not torch.isfinite(value).all():
@@ -222,7 +232,7 @@ def fit(
             if not torch.isfinite(p).all():
                 raise FloatingPointError(f"fit step {step} ({stage}): parameter {name!r} became non-finite")
     with torch.no_grad():
-        hands = params.hands().detach()
+        hands = _keep_absent(params.hands().detach(), obs.init, obs.present)
         meshes = mano(hands)
         terms = _terms(hands, meshes.joints, meshes, obs, prior, kinematics, cfg, set(TERMS),
                        limits, generator)  # fmt: skip

@@ -1,0 +1,174 @@
+"""The fitting loop: synthetic recovery (with and without the prior), masking, guards, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import roma
+import torch
+
+from configs import from_dict, load
+from fitting import FitConfig, Observation, fit
+from fitting.objectives import pose_limits, project
+from prior.anatomy import HandAxes, angles_to_pose, sample_finger_angles
+from prior.checkpoint import Prior
+from prior.codec import HandCodec
+from prior.denoiser import DenoiserConfig, HandDenoiser
+from prior.diffusion import DiffusionConfig, GaussianDiffusion
+from prior.hands import ManoPair, TwoHands
+from prior.penetration import penetration_depth
+from recon.init import InitConfig, init_from_landmarks
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CKPT = REPO / "checkpoints" / "prior_default.pt"
+K1 = torch.tensor([[1000.0, 0.0, 320.0], [0.0, 1000.0, 240.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small batched ops: intra-op threads only add overhead (and stall on a loaded machine).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def interacting_pairs(n: int, mano: ManoPair, g: torch.Generator) -> TwoHands:
+    """Random close, non-penetrating two-hand scenes 0.4-0.6 m in front of the camera.
+
+    Finger poses from the anatomical sampler, shapes ~ N(0, 0.5^2), random root rotations; the
+    right middle MCP is 5-11 cm from the left one; candidates whose meshes penetrate (> 1 mm) or
+    are more than 2 cm apart are rejected.
+    """
+    lim = pose_limits(mano)
+    kept: list[TwoHands] = []
+    while sum(h.batch_size for h in kept) < n:
+        m = 4 * n
+        poses = []
+        for s in (0, 1):
+            axes = HandAxes(lim.flex[s], lim.abd[s], lim.flex_limits[s], lim.abd_limits[s])
+            flex, abd, _ = sample_finger_angles(m, axes, g)
+            poses.append(angles_to_pose(flex, abd, axes) - lim.hands_mean[s])
+        hands = TwoHands(torch.stack(poses, 1), 0.5 * torch.randn(m, 2, 10, generator=g),
+                         roma.rotvec_to_rotmat(torch.randn(m, 2, 3, generator=g)),
+                         torch.zeros(m, 2, 3))  # fmt: skip
+        mcp = mano(hands).middle_mcp()
+        centre = torch.tensor([0.0, 0.0, 0.5]) + torch.randn(m, 3, generator=g) * torch.tensor([0.05, 0.05, 0.05])
+        offset = torch.nn.functional.normalize(torch.randn(m, 3, generator=g), dim=-1)
+        offset = offset * (0.05 + 0.06 * torch.rand(m, 1, generator=g))
+        transl = torch.stack([centre - mcp[:, 0], centre + offset - mcp[:, 1]], 1)
+        hands = TwoHands(hands.pose_aa, hands.betas, hands.rot_mat, transl)
+        meshes = mano(hands)
+        gap = torch.cdist(meshes.verts[:, 0], meshes.verts[:, 1]).amin((1, 2))
+        ok = (penetration_depth(meshes) < 1e-3) & (gap < 0.02)
+        kept.append(hands[ok.nonzero()[:, 0]])
+    return TwoHands.cat(kept)[:n]
+
+
+def synthetic_case(n: int, mano: ManoPair, seed: int) -> tuple[TwoHands, Observation]:
+    """Known pairs, 2 px keypoint noise, 20% keypoints dropped, init from 5 mm-noisy landmarks."""
+    g = torch.Generator().manual_seed(seed)
+    truth = interacting_pairs(n, mano, g)
+    joints = mano(truth).joints_in("mediapipe")
+    K = K1.expand(n, 3, 3).clone()
+    kp = project(joints.reshape(n, 42, 3), K).reshape(n, 2, 21, 2)
+    kp = kp + 2.0 * torch.randn(kp.shape, generator=g)
+    conf = (torch.rand(n, 2, 21, generator=g) > 0.2).float()
+    world = joints - joints[:, :, :1] + 0.005 * torch.randn(joints.shape, generator=g)
+    present = torch.ones(n, 2, dtype=torch.bool)
+    init, landmarks = init_from_landmarks(world, kp, conf, present, K, mano, InitConfig())
+    size = torch.tensor([[640.0, 480.0]]).expand(n, 2)
+    return truth, Observation(kp, conf, K, size, init, present, landmarks)
+
+
+def errors(hands: TwoHands, truth: TwoHands, mano: ManoPair) -> dict[str, torch.Tensor]:
+    """Per image: root-relative MPJPE (mm), MRRPE (mm), penetration depth (mm)."""
+    est, gt = mano(hands), mano(truth)
+    je, jg = est.joints, gt.joints
+    mpjpe = ((je - est.root_joints()[:, :, None]) - (jg - gt.root_joints()[:, :, None])).norm(dim=-1)
+    rel_e = est.root_joints()[:, 1] - est.root_joints()[:, 0]
+    rel_g = gt.root_joints()[:, 1] - gt.root_joints()[:, 0]
+    return {"mpjpe": mpjpe.mean((1, 2)) * 1000, "mrrpe": (rel_e - rel_g).norm(dim=-1) * 1000,
+            "pen": penetration_depth(est) * 1000}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def case(mano):
+    return synthetic_case(8, mano, seed=0)
+
+
+def test_fit_recovers_synthetic_pairs(mano, case):
+    truth, obs = case
+    before = errors(obs.init, truth, mano)
+    res = fit(obs, None, mano, FitConfig())
+    after = errors(res.hands, truth, mano)
+    assert after["mpjpe"].mean() < 10.0, after
+    assert after["mrrpe"].mean() < 20.0, after
+    assert after["mpjpe"].mean() < before["mpjpe"].mean()  # the fit improves on the init
+    assert res.final["reproj_px"].mean() < 3.0  # 2 px noise
+    assert set(res.history) >= {"reproj", "init", "pose", "shape", "pen", "total"}
+    assert all(len(v) == FitConfig().steps for v in res.history.values())
+
+
+def test_absent_hand_is_frozen_and_one_hand_fits(mano, case):
+    truth, obs = case
+    obs = obs[:2]
+    present = torch.tensor([[False, True], [True, True]])
+    one = Observation(obs.keypoints_2d, obs.confidence, obs.K, obs.image_size, obs.init, present,
+                      obs.landmarks_3d)  # fmt: skip
+    res = fit(one, None, mano, FitConfig(steps=40, global_steps=10))
+    for name in ("pose_aa", "betas", "rot_mat", "transl"):
+        a, b = getattr(res.hands, name)[0, 0], getattr(obs.init, name)[0, 0]
+        assert torch.equal(a, b), name  # untouched
+    assert not torch.equal(res.hands.transl[0, 1], obs.init.transl[0, 1])
+    assert res.final["pen_depth"][0] == 0.0
+    assert torch.isfinite(res.final["reproj_px"]).all()
+
+
+def test_non_finite_raises_with_step_and_term(mano, case, monkeypatch):
+    _, obs = case
+    import fitting.objectives as objectives  # noqa: PLC0415
+
+    def nan_shape(betas, present):
+        return betas.sum((1, 2)) * float("nan")
+
+    monkeypatch.setattr(objectives, "shape_loss", nan_shape)
+    with pytest.raises(FloatingPointError, match=r"fit step 3 \(full\): term 'shape' is not finite"):
+        fit(obs[:1], None, mano, FitConfig(steps=5, global_steps=3))
+
+
+def test_sds_path_runs_with_a_prior(mano, case):
+    _, obs = case
+    torch.manual_seed(0)
+    tiny = DenoiserConfig(hidden=48, emb=32, ff_dim=64, layers=3, skips=(1,))
+    prior = Prior(HandDenoiser(tiny).eval(), GaussianDiffusion(DiffusionConfig()), HandCodec(), "standin")
+    res = fit(obs[:2], prior, mano, FitConfig(steps=20, global_steps=5),
+              torch.Generator().manual_seed(0))  # fmt: skip
+    sds = res.history["sds"]
+    assert all(v != v for v in sds[:5]) and all(v > 0 for v in sds[5:])  # NaN in the global stage
+    assert torch.isfinite(res.hands.transl).all()
+
+
+def test_fit_yaml_is_the_dataclass_default():
+    assert from_dict(FitConfig, load(REPO / "configs" / "fit.yaml")) == FitConfig()
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="unknown terms"):
+        FitConfig(weights={"reproj": 1.0, "bogus": 1.0})
+    with pytest.raises(ValueError, match="global_steps"):
+        FitConfig(steps=10, global_steps=20)
+
+
+@pytest.mark.skipif(not DEFAULT_CKPT.is_file(), reason=f"{DEFAULT_CKPT} not trained yet")
+def test_prior_lowers_mrrpe_and_penetration(mano):
+    from prior.checkpoint import load_prior  # noqa: PLC0415
+
+    prior = load_prior(DEFAULT_CKPT, "cpu", mano.model_name)
+    truth, obs = synthetic_case(8, mano, seed=1)
+    cfg = FitConfig()
+    without = errors(fit(obs, None, mano, cfg).hands, truth, mano)
+    with_prior = errors(fit(obs, prior, mano, cfg, torch.Generator().manual_seed(0)).hands, truth, mano)
+    assert with_prior["mrrpe"].mean() < without["mrrpe"].mean(), (with_prior, without)
+    assert with_prior["pen"].mean() <= without["pen"].mean(), (with_prior, without)
