@@ -13,6 +13,7 @@ from prior.hands import TwoHands
 from recon.detect_geometry import HandDetection
 from recon.init import InitConfig, init_from_detections, init_from_landmarks, solve_translation
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     # Small batched ops: intra-op threads only add overhead (and stall on a loaded machine).
