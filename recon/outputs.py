@@ -158,7 +158,8 @@ def _caption(img: np.ndarray, rec: Reconstruction) -> None:
     text = f"{rec.status}: {rec.message}"
     if rec.reprojection_px is not None:
         text += f" | reproj {rec.reprojection_px:.1f} px"
-    scale = max(0.4, img.shape[1] / 1600)
+    (tw1, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)
+    scale = max(0.3, min(img.shape[1] / 1600, (img.shape[1] - 10) / max(tw1, 1)))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(img, (0, 0), (min(tw + 10, img.shape[1]), th + base + 8), (255, 255, 255), -1)
     cv2.putText(
