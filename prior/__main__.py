@@ -50,7 +50,7 @@ class DataConfig:
 
 @dataclass
 class TrainRunConfig:
-    out_dir: Path = Path("runs/prior")
+    out_dir: Path = Path("out/prior")
     device: str = "auto"
     mano_dir: str | None = None
     data: DataConfig = field(default_factory=DataConfig)

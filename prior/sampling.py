@@ -35,8 +35,10 @@ class SamplerConfig:
         shared_noise: reuse the anchor's initial noise for the other hand (the original does).
             Default off: independent noise, since nothing in the method asks the two hands to
             start from the same point and sharing it couples their trajectories.
-        apg, apg_weight, apg_decay, apg_last_step_scale, apg_rho: anti-penetration guidance
-            knobs, read by the entry point that builds the guidance (``prior.guidance``).
+        apg, apg_weight, apg_decay, apg_last_step_scale, apg_rho, apg_mode,
+            apg_min_step_weight: anti-penetration guidance knobs (:func:`apg_factory`,
+            ``prior.apg.penetration_guidance``); ``sample_vectors`` itself only applies the
+            ``guide`` it is given.
     """
 
     steps: int = 42
@@ -52,6 +54,8 @@ class SamplerConfig:
     apg_decay: float = 0.9
     apg_last_step_scale: float = 0.1
     apg_rho: float = 0.05
+    apg_mode: Literal["fast", "exact"] = "fast"
+    apg_min_step_weight: float = 0.0
 
 
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -173,11 +177,10 @@ def sample_two_hands(
 def apg_factory(prior: Prior, mano: ManoPair, cfg: SamplerConfig) -> GuideFactory:
     """Anti-penetration guidance for :func:`sample_vectors` built from ``cfg``'s APG knobs.
 
-    Calls ``prior.guidance.penetration_guidance(codec, mano, anchor, num_steps=, weight=,
-    decay=, last_step_scale=, rho=)`` once the anchor is known.
+    Calls ``prior.apg.penetration_guidance(codec, mano, anchor, ...)`` once the anchor is known.
     """
     try:
-        from prior.guidance import penetration_guidance  # noqa: PLC0415
+        from prior.apg import penetration_guidance  # noqa: PLC0415
     except ImportError as e:
         raise ImportError(f"anti-penetration guidance is not available ({e}); disable APG") from e
 
@@ -185,6 +188,7 @@ def apg_factory(prior: Prior, mano: ManoPair, cfg: SamplerConfig) -> GuideFactor
         return penetration_guidance(
             prior.codec, mano, anchor, num_steps=cfg.steps, weight=cfg.apg_weight,
             decay=cfg.apg_decay, last_step_scale=cfg.apg_last_step_scale, rho=cfg.apg_rho,
+            mode=cfg.apg_mode, min_step_weight=cfg.apg_min_step_weight,
         )  # fmt: skip
 
     return factory
