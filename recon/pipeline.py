@@ -147,19 +147,16 @@ def build_pipeline(cfg: ReconConfig, device: torch.device | str = "cpu") -> Pipe
         PipelineSetupError: missing or unusable prior checkpoint (one line naming the file).
     """
     device = torch.device(device)
+    path = None if cfg.prior_ckpt is None else Path(cfg.prior_ckpt)
+    if cfg.use_prior and (path is None or not path.is_file()):
+        where = "no prior checkpoint configured" if path is None else f"prior checkpoint {path} not found"
+        raise PipelineSetupError(
+            f"{where}: train one (python -m prior train), pass --prior-ckpt PATH, or run "
+            "without the prior (--no-prior)"
+        )
     mano = ManoPair(model_dir=cfg.mano_dir, flat_hand_mean=cfg.flat_hand_mean).to(device)
     prior = None
     if cfg.use_prior:
-        if cfg.prior_ckpt is None:
-            raise PipelineSetupError(
-                "no prior checkpoint configured: set prior_ckpt or use --no-prior"
-            )
-        path = Path(cfg.prior_ckpt)
-        if not path.is_file():
-            raise PipelineSetupError(
-                f"prior checkpoint {path} not found: train one (python -m prior train), pass "
-                "--prior-ckpt PATH, or run without the prior (--no-prior)"
-            )
         try:
             prior = load_prior(path, device, hand_model=mano.model_name)
         except ValueError as e:  # CheckpointError: one line naming the file
