@@ -43,8 +43,9 @@ from torch import Tensor
 from prior.hands import HandMeshes
 
 __all__ = [
-    "Mode", "PenetrationPairs", "vertex_normals", "nearest_vertices", "inside_mask",
-    "find_penetrations", "energy_from_pairs", "penetration_energy", "penetration_depth",
+    "Mode", "PenetrationPairs", "farthest_point_subset", "vertex_normals", "nearest_vertices", "inside_mask",
+    "find_penetrations", "penetrations_from_points", "pair_normals", "depth_from_pairs",
+    "energy_from_pairs", "penetration_energy", "penetration_depth",
 ]  # fmt: skip
 
 Mode = Literal["fast", "exact"]
@@ -72,12 +73,41 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
     return normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _pair_normals(verts: Tensor, faces: Tensor) -> Tensor:
-    """(B, 2, V, 3) verts, (2, F, 3) per-side faces -> (B, 2, V, 3) normals in one call."""
+def farthest_point_subset(points: Tensor, k: int) -> Tensor:
+    """Deterministic farthest-point sampling (starts at vertex 0): a spread-out vertex subset.
+
+    Args:
+        points: (V, 3), e.g. a rest mesh. k: subset size (<= V).
+    Returns:
+        (k,) long indices, sorted.
+    """
+    if not 1 <= k <= points.shape[0]:
+        raise ValueError(f"subset size {k} must be in 1..{points.shape[0]}")
+    chosen = torch.zeros(k, dtype=torch.long)
+    dist = torch.full((points.shape[0],), float("inf"), dtype=points.dtype)
+    for i in range(1, k):
+        dist = torch.minimum(dist, (points - points[chosen[i - 1]]).norm(dim=-1))
+        chosen[i] = dist.argmax()
+    return chosen.sort().values
+
+
+def pair_normals(verts: Tensor, faces: Tensor, subset: Tensor | None = None) -> Tensor:
+    """Vertex normals of both hands in one call.
+
+    Args:
+        verts: (B, 2, V, 3). faces: (2, F, 3) per-side faces.
+        subset: optional (S,) vertex indices; only their incident faces are used.
+    Returns:
+        (B, 2, V, 3) unit normals, or (B, 2, S, 3) at the subset.
+    """
     b, _, v, _ = verts.shape
+    if subset is not None:
+        touch = torch.isin(faces, subset.to(faces.device)).any(-1).any(0)
+        faces = faces[:, touch]
     offset = torch.tensor([0, v], device=faces.device).view(2, 1, 1)
     both = (faces + offset).reshape(-1, 3)
-    return vertex_normals(verts.reshape(b, 2 * v, 3), both).view(b, 2, v, 3)
+    normals = vertex_normals(verts.reshape(b, 2 * v, 3), both).view(b, 2, v, 3)
+    return normals if subset is None else normals[:, :, subset]
 
 
 def nearest_vertices(query: Tensor, target: Tensor, chunk: int = 512) -> tuple[Tensor, Tensor]:
@@ -166,17 +196,16 @@ def _as_verts_faces(meshes: HandMeshes | Tensor, faces: Tensor | None) -> tuple[
     return meshes, faces
 
 
-def _directions(verts: Tensor, faces: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _directions(points: Tensor, normals: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Fold the hand axis into the batch: row ``2b + a`` queries hand a against hand 1 - a.
 
-    Returns query (2B, V, 3), target (2B, V, 3), target normals (2B, V, 3); centred per sample
+    Returns query (2B, S, 3), target (2B, S, 3), target normals (2B, S, 3); centred per sample
     (translation-invariant, and smaller coordinates keep ``cdist`` precise).
     """
-    b, _, v, _ = verts.shape
-    verts = verts - verts.mean(dim=(1, 2), keepdim=True)
-    normals = _pair_normals(verts, faces)
+    b, _, v, _ = points.shape
+    points = points - points.mean(dim=(1, 2), keepdim=True)
     other = [1, 0]
-    return (verts.reshape(2 * b, v, 3), verts[:, other].reshape(2 * b, v, 3),
+    return (points.reshape(2 * b, v, 3), points[:, other].reshape(2 * b, v, 3),
             normals[:, other].reshape(2 * b, v, 3))  # fmt: skip
 
 
@@ -193,6 +222,7 @@ def find_penetrations(
     mode: Mode = "fast",
     chunk: int = 512,
     margin: float = 0.0,
+    vertex_subset: Tensor | None = None,
 ) -> PenetrationPairs:
     """Penetrating vertex pairs in both directions (no gradient).
 
@@ -202,23 +232,51 @@ def find_penetrations(
         mode: "fast" (bounding-box culled, see the module doc) or "exact" (all vertices).
         chunk: query points per ``cdist`` call in "exact" mode.
         margin: metres added to the bounding boxes in "fast" mode.
+        vertex_subset: optional (S,) long vertex indices: a coarse proxy where only those
+            vertices are queried and searched (normals still from the full mesh). Returned
+            indices refer to the full mesh. Coarser, so not equal to the full computation.
     Returns:
         PenetrationPairs.
     """
     verts, faces = _as_verts_faces(meshes, faces)
+    with torch.no_grad():
+        verts = verts.detach()
+        normals = pair_normals(verts, faces, vertex_subset)
+        points = verts if vertex_subset is None else verts[:, :, vertex_subset]
+        pairs = penetrations_from_points(points, normals, mode, chunk, margin)
+    if vertex_subset is None:
+        return pairs
+    return PenetrationPairs(pairs.sample, pairs.side, vertex_subset[pairs.query],
+                            vertex_subset[pairs.target], pairs.batch_size)  # fmt: skip
+
+
+def penetrations_from_points(
+    points: Tensor, normals: Tensor, mode: Mode = "fast", chunk: int = 512, margin: float = 0.0
+) -> PenetrationPairs:
+    """The normal test on given surface points (no gradient); see :func:`find_penetrations`.
+
+    Args:
+        points: (B, 2, S, 3) vertices of both hands. normals: (B, 2, S, 3) outward unit normals.
+    Returns:
+        PenetrationPairs with indices into S.
+    """
     if mode not in ("fast", "exact"):
         raise ValueError(f"unknown penetration mode {mode!r}; use 'fast' or 'exact'")
-    b = verts.shape[0]
+    if points.dim() != 4 or points.shape[1] != 2 or points.shape != normals.shape:
+        raise ValueError(
+            f"points and normals must both be (B, 2, S, 3), got {tuple(points.shape)} and "
+            f"{tuple(normals.shape)}"
+        )
     with torch.no_grad():
-        query, target, normals = _directions(verts.detach(), faces)
-        n, v = query.shape[:2]
+        query, target, target_n = _directions(points.detach(), normals.detach())
         if mode == "exact":
-            idx, inside = inside_mask(query, target, normals, chunk)
+            idx, inside = inside_mask(query, target, target_n, chunk)
             row, qi = inside.nonzero(as_tuple=True)
             tj = idx[row, qi]
         else:
-            row, qi, tj = _fast_pairs(query, target, normals, _candidates(query, target, margin))
-    return PenetrationPairs(row // 2, row % 2, qi, tj, b)
+            cand = _candidates(query, target, margin)
+            row, qi, tj = _fast_pairs(query, target, target_n, cand)
+    return PenetrationPairs(row // 2, row % 2, qi, tj, points.shape[0])
 
 
 def _fast_pairs(
@@ -305,19 +363,28 @@ def penetration_energy(
 
 
 def penetration_depth(
-    meshes: HandMeshes | Tensor, faces: Tensor | None = None, mode: Mode = "fast", chunk: int = 512
+    meshes: HandMeshes | Tensor,
+    faces: Tensor | None = None,
+    mode: Mode = "fast",
+    chunk: int = 512,
+    vertex_subset: Tensor | None = None,
 ) -> Tensor:
     """Largest distance of an inside vertex to its nearest vertex of the other hand.
 
     Args:
         meshes: HandMeshes, or verts (B, 2, V, 3) with ``faces`` (2, F, 3).
+        mode, chunk, vertex_subset: see :func:`find_penetrations`.
     Returns:
         (B,) metres, 0 where nothing penetrates (not differentiable).
     """
     verts, faces = _as_verts_faces(meshes, faces)
-    pairs = find_penetrations(verts, faces, mode=mode, chunk=chunk)
+    pairs = find_penetrations(verts, faces, mode=mode, chunk=chunk, vertex_subset=vertex_subset)
+    return depth_from_pairs(verts, pairs)
+
+
+def depth_from_pairs(verts: Tensor, pairs: PenetrationPairs) -> Tensor:
+    """(B, 2, V, 3) vertices (or points the pairs index) -> (B,) largest pair distance, metres."""
     with torch.no_grad():
         v = verts.detach()
         d = v[pairs.sample, pairs.side, pairs.query] - v[pairs.sample, 1 - pairs.side, pairs.target]
-        depth = v.new_zeros(verts.shape[0])
-        return depth.scatter_reduce(0, pairs.sample, d.norm(dim=-1), reduce="amax")
+        return v.new_zeros(v.shape[0]).scatter_reduce(0, pairs.sample, d.norm(dim=-1), "amax")

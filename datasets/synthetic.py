@@ -1,0 +1,420 @@
+"""Synthetic two-hand interactions: no licensed assets, seeded, fast (docs/synthetic-data.md).
+
+Frame of the output: the LEFT hand's model frame. The left hand has identity rotation and zero
+translation (its wrist at the model's rest wrist, the origin for the stand-in); the right hand
+is placed relative to it. In that frame (stand-in model) the left hand's fingers point along -x,
+the back of the hand faces +y (the palm -y) and the thumb is on the -z side.
+
+Recipe per pair:
+
+1. an interaction type (:data:`INTERACTIONS`) with a nominal relative rotation of the right hand,
+   a point on each hand to bring together, an offset between them and a separation direction;
+2. finger poses from ``prior.anatomy`` (per-joint limits, correlated curls and spreads) in the
+   type's pose families, and random shapes;
+3. the right hand is placed by the jittered nominal transform (slightly interpenetrating), then
+   pushed out along the separation direction until the penetration depth (normal test of
+   ``prior.penetration`` on a farthest-point vertex subset) is below ``tol``; pairs that do not
+   separate within ``max_iter`` pushes are rejected and replaced. "apart" pairs get a gap after.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import roma
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from prior.anatomy import POSE_FAMILIES, angles_to_pose, hand_axes, sample_finger_angles
+from prior.hands import LEFT, RIGHT, ManoPair, TwoHands, convert_joints
+from prior.penetration import (
+    PenetrationPairs,
+    depth_from_pairs,
+    farthest_point_subset,
+    pair_normals,
+    penetrations_from_points,
+)
+
+__all__ = [
+    "Interaction", "INTERACTIONS", "SyntheticGenerator", "random_two_hands", "SyntheticTwoHands",
+    "SyntheticObservation", "synthetic_observation", "place_in_camera",
+]  # fmt: skip
+
+# Columns: images of the right hand's x (fingers), y (back), z axes in the left frame.
+_FACING = ((-1, 0, 0), (0, -1, 0), (0, 0, 1))  # palms facing, fingers the same way (Rz(pi))
+_OPPOSED = ((1, 0, 0), (0, -1, 0), (0, 0, -1))  # palms facing, fingers opposed (Rx(pi))
+_ACROSS = ((0, 0, -1), (0, 1, 0), (1, 0, 0))  # same facing, fingers across (Ry(pi/2))
+_GRIP = ((0, 0, 1), (0, -1, 0), (1, 0, 0))  # right palm up, its knuckle line along left fingers
+
+# IH26M joint groups for the contact points.
+_POINTS = {
+    "palm": (20, 7, 11, 15, 19),
+    "fingers": (6, 10, 14, 18),
+    "index_tip": (4,),
+    "index_pip": (6,),
+}
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """Nominal relative placement of the right hand w.r.t. the left (left frame, metres).
+
+    rot_cols: images of the right hand's axes (columns of the nominal rotation).
+    left_point, right_point: keys of the contact-point table (joint means).
+    offset: right point minus left point before the push-out (slight overlap).
+    push: separation direction (the right hand moves along it until apart).
+    rot_std: radians of random rotation (axis-angle noise); twist: extra random rotation about
+        the push axis, uniform in +-twist. offset_std: metres per axis.
+    left_families, right_families: finger-pose families. gap: (min, max) extra distance
+        after separation (non-zero only for hands near but apart). weight: frequency.
+    """
+
+    rot_cols: tuple[tuple[float, float, float], ...]
+    left_point: str
+    right_point: str
+    offset: tuple[float, float, float]
+    push: tuple[float, float, float]
+    rot_std: float
+    twist: float
+    offset_std: float
+    left_families: tuple[str, ...]
+    right_families: tuple[str, ...]
+    gap: tuple[float, float] = (0.0, 0.0)
+    weight: float = 1.0
+
+
+INTERACTIONS: dict[str, Interaction] = {
+    "palm_to_palm": Interaction(_FACING, "palm", "palm", (0.0, -0.02, 0.0), (0, -1, 0), 0.12,
+                                0.3, 0.008, ("open", "relaxed"), ("open", "relaxed")),
+    "interlaced": Interaction(_FACING, "palm", "palm", (0.0, -0.02, 0.0), (0, -1, 0), 0.1, 0.7,
+                              0.008, ("relaxed", "grasp"), ("relaxed", "grasp")),
+    "clasped": Interaction(_OPPOSED, "palm", "palm", (-0.01, -0.02, 0.0), (0, -1, 0), 0.15, 0.4,
+                           0.01, ("grasp", "relaxed"), ("grasp",)),
+    "fingertip_touch": Interaction(_OPPOSED, "index_tip", "index_tip", (0.005, 0.0, 0.0),
+                                   (-1, 0, 0), 0.25, 0.6, 0.004, ("point", "pinch", "open"),
+                                   ("point", "pinch", "open")),
+    "crossed": Interaction(_ACROSS, "palm", "palm", (0.0, 0.02, 0.0), (0, 1, 0), 0.15, 0.5,
+                           0.012, ("relaxed", "open", "fist"), ("relaxed", "open")),
+    "holding_fingers": Interaction(_GRIP, "fingers", "palm", (0.0, -0.015, 0.01), (0, -1, 0),
+                                   0.15, 0.2, 0.006, ("open", "relaxed", "point"), ("grasp",)),
+    "apart": Interaction(_FACING, "palm", "palm", (0.0, -0.02, 0.0), (0, -1, 0), 0.5, math.pi,
+                         0.02, tuple(POSE_FAMILIES), tuple(POSE_FAMILIES), gap=(0.015, 0.08)),
+}  # fmt: skip
+
+
+def _rot_about(axis: Tensor, angle: Tensor) -> Tensor:
+    """(B, 3) unit axes, (B,) angles -> (B, 3, 3)."""
+    return roma.rotvec_to_rotmat(axis * angle[:, None])
+
+
+class SyntheticGenerator:
+    """Holds the per-model constants (joint axes, rest wrist, vertex subset) for fast batches.
+
+    Args:
+        mano: the hand model (stand-in or MANO).
+        subset_size: vertices per hand used for the push-out test (coarse proxy).
+        tol: penetration depth (metres, on the subset) accepted as contact.
+        max_iter: push-out iterations before a pair is rejected.
+        beta_std: standard deviation of the shape coefficients.
+        refine: bisection steps after separation (brings the hands back into contact).
+    """
+
+    def __init__(
+        self,
+        mano: ManoPair,
+        subset_size: int = 128,
+        tol: float = 0.002,
+        max_iter: int = 8,
+        beta_std: float = 0.6,
+        refine: int = 2,
+    ) -> None:
+        self.mano, self.tol, self.max_iter, self.beta_std = mano, tol, max_iter, beta_std
+        self.refine = refine
+        rest = TwoHands.zeros(1)
+        flat = TwoHands(-mano.hands_mean().view(1, 2, 15, 3), rest.betas, rest.rot_mat, rest.transl)
+        with torch.no_grad():
+            meshes = mano(flat)
+        j21 = convert_joints(meshes.joints, "ih26m", "mano")[0]  # (2, 21, 3) MANO order
+        self.axes = [hand_axes(j21[s, :16], j21[s, 16:], 1.0 if s == RIGHT else -1.0)
+                     for s in (LEFT, RIGHT)]  # fmt: skip
+        self.subset = farthest_point_subset(meshes.verts[0, RIGHT], subset_size)
+
+    def _poses(self, kinds: list[str], side: int, g: torch.Generator) -> Tensor:
+        """(n, 15, 3) finger pose relative to the hand mean."""
+        n = len(kinds)
+        pose = torch.zeros(n, 15, 3)
+        attr = "left_families" if side == LEFT else "right_families"
+        for name in sorted(set(kinds)):
+            idx = torch.tensor([i for i, k in enumerate(kinds) if k == name])
+            fams = getattr(INTERACTIONS[name], attr)
+            flex, abd, _ = sample_finger_angles(len(idx), self.axes[side], g, fams)
+            pose[idx] = angles_to_pose(flex, abd, self.axes[side])
+        return pose - self.mano.hands_mean()[side].view(15, 3)
+
+    def generate(self, n: int, g: torch.Generator, kinds: list[str] | None = None) -> tuple:
+        """One batch of ``n`` attempts.
+
+        Returns:
+            (TwoHands (m), kinds (m), depth before push-out (m), depth after (m), kept (m,) indices
+            into the n attempts); m <= n, rejected pairs removed. Depths are on the vertex subset.
+        """
+        names = list(INTERACTIONS)
+        if kinds is None:
+            w = torch.tensor([INTERACTIONS[k].weight for k in names])
+            kinds = [names[i] for i in torch.multinomial(w, n, True, generator=g).tolist()]
+        specs = [INTERACTIONS[k] for k in kinds]
+        pose = torch.stack([self._poses(kinds, LEFT, g), self._poses(kinds, RIGHT, g)], 1)
+        betas = (self.beta_std * torch.randn(n, 2, 10, generator=g)).clamp(-2.0, 2.0)
+        local = TwoHands(pose, betas, torch.eye(3).expand(n, 2, 3, 3).clone(), torch.zeros(n, 2, 3))
+        with torch.no_grad():
+            meshes = self.mano(local)
+        rot = self._rotations(specs, g)  # (n, 3, 3)
+        p_l = torch.stack([meshes.joints[i, LEFT, list(_POINTS[s.left_point])].mean(0)
+                           for i, s in enumerate(specs)])  # fmt: skip
+        p_r = torch.stack([meshes.joints[i, RIGHT, list(_POINTS[s.right_point])].mean(0)
+                           for i, s in enumerate(specs)])  # fmt: skip
+        offset = torch.tensor([s.offset for s in specs])
+        std = torch.tensor([s.offset_std for s in specs])[:, None]
+        offset = offset + std * torch.randn(n, 3, generator=g)
+        t0 = p_l + offset - (rot @ p_r[..., None])[..., 0]
+        push = torch.nn.functional.normalize(
+            torch.tensor([s.push for s in specs], dtype=torch.float32)
+            + 0.15 * torch.randn(n, 3, generator=g), dim=-1)  # fmt: skip
+        left_v = meshes.verts[:, LEFT]
+        right_v = meshes.verts[:, RIGHT] @ rot.transpose(1, 2) + t0[:, None]
+        lam, depth0, depth = self._push_out(left_v, right_v, push)
+        gap_lo = torch.tensor([s.gap[0] for s in specs])
+        gap_hi = torch.tensor([s.gap[1] for s in specs])
+        lam = lam + gap_lo + (gap_hi - gap_lo) * torch.rand(n, generator=g)
+        t = t0 + lam[:, None] * push
+        wrist = meshes.joints[:, RIGHT, 20]  # rest wrist (MANO rotates about it)
+        transl_r = t + (rot @ wrist[..., None])[..., 0] - wrist
+        keep = depth < self.tol
+        hands = TwoHands(pose, betas, torch.stack([torch.eye(3).expand(n, 3, 3), rot], 1),
+                         torch.stack([torch.zeros(n, 3), transl_r], 1))  # fmt: skip
+        idx = keep.nonzero(as_tuple=True)[0]
+        return hands[idx], [kinds[i] for i in idx.tolist()], depth0[idx], depth[idx], idx
+
+    def _rotations(self, specs: list[Interaction], g: torch.Generator) -> Tensor:
+        n = len(specs)
+        nominal = torch.tensor([s.rot_cols for s in specs], dtype=torch.float32).transpose(1, 2)
+        rot_std = torch.tensor([s.rot_std for s in specs])[:, None]
+        noise = roma.rotvec_to_rotmat(rot_std * torch.randn(n, 3, generator=g))
+        twist_max = torch.tensor([s.twist for s in specs])
+        twist = twist_max * (2 * torch.rand(n, generator=g) - 1)
+        axis = torch.nn.functional.normalize(torch.tensor([s.push for s in specs],
+                                                          dtype=torch.float32), dim=-1)  # fmt: skip
+        return _rot_about(axis, twist) @ noise @ nominal
+
+    def _push_out(self, left: Tensor, right: Tensor, push: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Move the right hand along ``push`` until its subset depth is below ``tol``.
+
+        The hands move rigidly, so the subset points and normals are computed once.
+        Returns (distance moved (n,), depth before (n,), depth after (n,)), metres.
+        """
+        n = left.shape[0]
+        verts = torch.stack([left, right], 1)
+        normals = pair_normals(verts, self.mano.faces, self.subset)
+        points = verts[:, :, self.subset]
+        lam, depth = torch.zeros(n), torch.zeros(n)
+        lam_lo = torch.zeros(n)  # largest tried distance that still penetrated
+
+        def measure(rows: Tensor, dist: Tensor) -> tuple[Tensor, PenetrationPairs, Tensor]:
+            pts = points[rows].clone()
+            pts[:, RIGHT] += dist[:, None, None] * push[rows, None]
+            pairs = penetrations_from_points(pts, normals[rows])
+            return depth_from_pairs(pts, pairs), pairs, pts
+
+        active = torch.arange(n)
+        depth0 = None
+        for it in range(self.max_iter + 1):
+            d, pairs, pts = measure(active, lam[active])
+            depth[active] = d
+            if depth0 is None:
+                depth0 = depth.clone()
+            still = d >= self.tol
+            if it == self.max_iter or not still.any():
+                break
+            # Push by the largest exit distance along the push axis over the inside pairs.
+            rows = pairs.sample
+            qi = pts[rows, pairs.side, pairs.query]
+            tj = pts[rows, 1 - pairs.side, pairs.target]
+            sign = torch.where(pairs.side == RIGHT, 1.0, -1.0)[:, None]
+            need = ((tj - qi) * sign * push[active][rows]).sum(-1)
+            step = torch.zeros(active.numel()).scatter_reduce(0, rows, need, "amax")
+            step = torch.maximum(step, d) + 0.5 * self.tol
+            active, step = active[still], step[still]
+            lam_lo[active] = lam[active]
+            lam[active] += step
+        # Two bisection steps between the last penetrating and the separated distance: contact.
+        done = (depth < self.tol).nonzero(as_tuple=True)[0]
+        for _ in range(self.refine):
+            if done.numel() == 0:
+                break
+            mid = 0.5 * (lam_lo[done] + lam[done])
+            d, _, _ = measure(done, mid)
+            ok = d < self.tol
+            lam[done[ok]], depth[done[ok]] = mid[ok], d[ok]
+            lam_lo[done[~ok]] = mid[~ok]
+        return lam, depth0, depth
+
+
+def random_two_hands(
+    n: int,
+    generator: torch.Generator,
+    kinds: list[str] | None = None,
+    mano: ManoPair | None = None,
+    synth: SyntheticGenerator | None = None,
+    chunk: int = 2048,
+) -> tuple[TwoHands, list[str]]:
+    """``n`` synthetic interactions in the left hand's model frame (see the module doc).
+
+    Args:
+        n: number of pairs.
+        generator: the only source of randomness.
+        kinds: optional interaction type per pair (len n); default: drawn by frequency.
+        mano: hand model (default: the stand-in ``ManoPair()``), or ``synth`` prebuilt.
+        chunk: pairs per batch (bounds memory).
+    Returns:
+        (TwoHands (n), kind label per pair).
+    """
+    if kinds is not None:
+        if len(kinds) != n:
+            raise ValueError(f"kinds has {len(kinds)} entries, expected n={n}")
+        unknown = sorted(set(kinds) - set(INTERACTIONS))
+        if unknown:
+            raise ValueError(f"unknown interaction kinds {unknown}; known: {list(INTERACTIONS)}")
+    synth = synth or SyntheticGenerator(mano or ManoPair())
+    if kinds is None:  # drawn up-front, so that rejected pairs are replaced by the same type
+        names = list(INTERACTIONS)
+        w = torch.tensor([INTERACTIONS[k].weight for k in names])
+        kinds = [names[i] for i in torch.multinomial(w, n, True, generator=generator).tolist()]
+    pending = list(range(n))
+    parts: list[tuple[Tensor, TwoHands]] = []
+    labels: list[str | None] = [None] * n
+    for _ in range(50):
+        if not pending:
+            break
+        batch = pending[:chunk]
+        want = [kinds[p] for p in batch]
+        hands, got, _, _, kept = synth.generate(len(batch), generator, want)
+        pos = torch.tensor(batch, dtype=torch.long)[kept]
+        parts.append((pos, hands))
+        for p, k in zip(pos.tolist(), got):
+            labels[p] = k
+        done = set(pos.tolist())
+        pending = [p for p in pending if p not in done]
+    if pending:
+        raise RuntimeError(f"synthetic generator rejected too many pairs ({len(pending)} of {n})")
+    order = torch.argsort(torch.cat([p for p, _ in parts]))
+    return TwoHands.cat([h for _, h in parts])[order], [str(k) for k in labels]
+
+
+class SyntheticTwoHands(Dataset):
+    """Pre-generated synthetic pairs; ``ds[i] -> (TwoHands (1), interacting: bool)``.
+
+    Chunk ``c`` is generated from seed ``(seed, c)``, so the data do not depend on the chunk
+    order. "apart" pairs are the non-interacting ones.
+
+    Args:
+        n: number of pairs. seed: data seed. mano: hand model (default stand-in).
+        chunk: pairs per generation chunk.
+    """
+
+    def __init__(self, n: int, seed: int, mano: ManoPair | None = None, chunk: int = 4096) -> None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        synth = SyntheticGenerator(mano or ManoPair())
+        parts, labels = [], []
+        for c, start in enumerate(range(0, n, chunk)):
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + c)
+            hands, kinds = random_two_hands(min(chunk, n - start), g, synth=synth)
+            parts.append(hands)
+            labels += kinds
+        self._hands = TwoHands.cat(parts)
+        self.kinds = labels
+        self.interacting = torch.tensor([k != "apart" for k in labels])
+
+    def __len__(self) -> int:
+        return self._hands.batch_size
+
+    def __getitem__(self, idx: int) -> tuple[TwoHands, bool]:
+        return self._hands[int(idx)], bool(self.interacting[idx])
+
+    def all_hands(self) -> TwoHands:
+        """Every sample at once: TwoHands with batch ``len(self)``."""
+        return self._hands
+
+
+@dataclass(frozen=True)
+class SyntheticObservation:
+    """Projected true joints (MediaPipe order) for fitting tests.
+
+    keypoints_2d: (B, 2, 21, 2) px. confidence: (B, 2, 21), 0 for dropped keypoints.
+    joints_3d: (B, 2, 21, 3) true joints in the camera frame, MediaPipe order.
+    """
+
+    keypoints_2d: Tensor
+    confidence: Tensor
+    joints_3d: Tensor
+
+
+def synthetic_observation(
+    hands: TwoHands,
+    mano: ManoPair,
+    K: Tensor,
+    noise_px: float,
+    drop_frac: float,
+    generator: torch.Generator,
+) -> SyntheticObservation:
+    """Project the true joints of camera-frame hands, with pixel noise and dropped keypoints.
+
+    Args:
+        hands: TwoHands (B) in the camera frame (OpenCV), e.g. from :func:`place_in_camera`.
+        K: (B, 3, 3) intrinsics. noise_px: Gaussian noise std (px). drop_frac: fraction of
+            keypoints given confidence 0.
+    """
+    b = hands.batch_size
+    if K.shape != (b, 3, 3):
+        raise ValueError(f"K must have shape ({b}, 3, 3), got {tuple(K.shape)}")
+    with torch.no_grad():
+        joints = mano(hands).joints_in("mediapipe")  # (B, 2, 21, 3)
+    if (joints[..., 2] <= 1e-3).any():
+        raise ValueError("some joints are behind the camera (z <= 1 mm): place the hands first")
+    uvw = joints @ K[:, None].transpose(-1, -2)
+    uv = uvw[..., :2] / uvw[..., 2:]
+    uv = uv + noise_px * torch.randn(uv.shape, generator=generator)
+    conf = (torch.rand(b, 2, 21, generator=generator) >= drop_frac).float()
+    return SyntheticObservation(uv, conf, joints)
+
+
+def place_in_camera(
+    hands: TwoHands,
+    generator: torch.Generator,
+    distance: tuple[float, float] = (0.35, 0.6),
+    mano: ManoPair | None = None,
+) -> TwoHands:
+    """Put pairs in front of an OpenCV camera: random rotation, the pair's centre (mean of the
+    two wrists) on the optical axis +-5 cm at a depth uniform in ``distance`` (metres).
+
+    MANO rotates about the rest wrist ``w0``, so a rigid motion ``x -> R x + t`` maps the
+    translation to ``R (w0 + transl) + t - w0``.
+    """
+    mano = mano or ManoPair()
+    b = hands.batch_size
+    with torch.no_grad():
+        zero = TwoHands(hands.pose_aa, hands.betas, hands.rot_mat, torch.zeros_like(hands.transl))
+        w0 = mano(zero).root_joints()  # (B, 2, 3)
+    rot = roma.rotvec_to_rotmat(math.pi * torch.rand(b, 1, generator=generator)
+                                * torch.nn.functional.normalize(
+                                    torch.randn(b, 3, generator=generator), dim=-1))  # fmt: skip
+    centre = (w0 + hands.transl).mean(1)  # (B, 3) wrists' midpoint
+    depth = distance[0] + (distance[1] - distance[0]) * torch.rand(b, generator=generator)
+    target = torch.stack([0.05 * torch.randn(b, generator=generator),
+                          0.05 * torch.randn(b, generator=generator), depth], 1)  # fmt: skip
+    t = target - (rot @ centre[..., None])[..., 0]
+    new_rot = rot[:, None] @ hands.rot_mat
+    transl = torch.einsum("bij,bsj->bsi", rot, w0 + hands.transl) + t[:, None] - w0
+    return TwoHands(hands.pose_aa, hands.betas, new_rot, transl)
