@@ -357,6 +357,10 @@ class InterHandImages(Dataset, SkipLog):
     def __len__(self) -> int:
         return len(self._rows)
 
+    def image_id(self, idx: int) -> int:
+        """The data.json ``id`` of sample ``idx`` (without building the sample)."""
+        return self._rows[int(idx)].image_id
+
     def __getitem__(self, idx: int) -> InterHandSample:
         i = int(idx)
         r = self._rows[i]

@@ -199,8 +199,11 @@ class ReconReport:
                 cells = []
                 for m in metrics:
                     st = ms.get(m, {}).get("both")
-                    cells.append("n/a" if st is None or st.mean_mm is None
-                                 else f"{st.mean_mm:.2f} (n={st.count}, missing={st.missing})")
+                    if st is None:
+                        cells.append("n/a")
+                    else:
+                        mean = "n/a" if st.mean_mm is None else f"{st.mean_mm:.2f}"
+                        cells.append(f"{mean} (n={st.count}, missing={st.missing})")
                 lines.append(f"| {self.labels[proto]} | {subset} | {self.n_samples[subset]} | "
                              + " | ".join(cells) + " |")
         return lines
