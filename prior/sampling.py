@@ -6,7 +6,7 @@ seam, ``guide_x0(x0_hat, step) -> x0_hat``, after classifier-free guidance and b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal
 
 import torch
@@ -17,7 +17,8 @@ from prior.diffusion import GaussianDiffusion, StepRule
 from prior.guidance import GuideFactory, GuideFn, cfg_x0
 from prior.hands import ManoPair, TwoHands
 
-__all__ = ["SamplerConfig", "ddim_loop", "sample_vectors", "sample_two_hands", "apg_factory"]
+__all__ = ["SamplerConfig", "ddim_loop", "sample_vectors", "sample_two_hands", "apg_factory",
+           "resolve_step_rule"]
 
 
 @dataclass
@@ -27,8 +28,13 @@ class SamplerConfig:
     Attributes:
         steps, skip, horizon: timesteps (42 uniform steps 123, 120, ..., 0 out of 126).
         eta: DDIM stochasticity (0 = deterministic, the original).
-        step_rule: "interhandgen" (the original's update, x0_hat - x_t as the direction) or
-            "ddim" (standard DDIM with the implied noise).
+        step_rule: "ddim" (standard DDIM with the implied noise), "interhandgen" (the
+            original's update, ``x0_hat - x_t`` as the direction) or "auto" (default):
+            "interhandgen" for a prior trained with ``norm: variance_quirk``, else "ddim".
+            Measured with the exact Gaussian denoiser (tests/test_sampling.py): on
+            unit-variance data the original rule collapses every sample to the mean (std 0.00
+            vs 0.99 for DDIM); it only works combined with the variance normalisation
+            (data std 5-25), where it compensates for the chain never reaching N(0, I).
         cfg_weight: classifier-free guidance weight w on x0 (original 0.1; 0 = off, which also
             skips the unconditional forward).
         cfg_slots: "relative" (other hand's 6D rotation + translation only, original) or "all".
@@ -45,7 +51,7 @@ class SamplerConfig:
     skip: Literal["uniform", "quad"] = "uniform"
     horizon: int = 126
     eta: float = 0.0
-    step_rule: StepRule = "interhandgen"
+    step_rule: Literal["auto", "interhandgen", "ddim"] = "auto"
     cfg_weight: float = 0.1
     cfg_slots: Literal["relative", "all"] = "relative"
     shared_noise: bool = False
@@ -59,6 +65,15 @@ class SamplerConfig:
 
 
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def resolve_step_rule(rule: str, norm: str) -> StepRule:
+    """"auto" -> the original's rule for variance-normalised priors, standard DDIM otherwise."""
+    if rule == "auto":
+        return "interhandgen" if norm == "variance_quirk" else "ddim"
+    if rule not in ("interhandgen", "ddim"):
+        raise ValueError(f"unknown step rule {rule!r}; use 'auto', 'interhandgen' or 'ddim'")
+    return rule  # type: ignore[return-value]
 
 
 def ddim_loop(
@@ -77,12 +92,13 @@ def ddim_loop(
         diffusion: the schedule.
         x_T: (B, D) initial noise.
         cond: (B, D) condition, or None for the null condition (no CFG then).
-        cfg: sampler options.
+        cfg: sampler options ("auto" step rule = "ddim" here).
         guide_x0: optional ``(x0_hat, step) -> x0_hat`` applied after CFG at every step.
         generator: noise source for eta > 0.
     Returns:
         (B, D) sample (the last step goes to t = -1 where x equals x0_hat).
     """
+    rule: StepRule = "ddim" if cfg.step_rule == "auto" else cfg.step_rule
     timesteps = diffusion.sampling_timesteps(cfg.steps, cfg.skip, cfg.horizon).tolist()
     b = x_T.shape[0]
     null = torch.zeros_like(x_T)
@@ -109,7 +125,7 @@ def ddim_loop(
                 noise = torch.randn(x_t.shape, generator=generator,
                                     device=_gen_device(generator)).to(x_t)  # fmt: skip
             x_t = diffusion.ddim_step(x_t, x0_hat, t_vec, torch.full_like(t_vec, t_prev), cfg.eta,
-                                      noise, cfg.step_rule)  # fmt: skip
+                                      noise, rule)  # fmt: skip
     return x_t
 
 
@@ -138,6 +154,7 @@ def sample_vectors(
     """
     device = prior.device
     model = prior.denoiser
+    cfg = replace(cfg, step_rule=resolve_step_rule(cfg.step_rule, prior.codec.cfg.norm))
     was_training = model.training
     model.eval()
     try:

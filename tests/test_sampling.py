@@ -187,3 +187,31 @@ def test_sample_cli_writes_npz_and_resolved_config(tmp_path, tiny_prior):
     assert main(["sample", "--ckpt", str(bad), "--n", "2", "--out", str(tmp_path / "x.npz"),
                  "--no-apg"]) == 2  # fmt: skip
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("sigma, rule, lo, hi", [
+    (1.0, "ddim", 0.95, 1.05),          # standard DDIM reproduces unit-variance data
+    (1.0, "interhandgen", 0.0, 0.01),   # the original rule collapses it to the mean
+    (15.0, "ddim", 0.0, 0.15),          # variance-scaled data: the chain never reaches N(0, I)
+    (15.0, "interhandgen", 0.6, 1.2),   # ... which the original rule largely compensates
+])  # fmt: skip
+def test_step_rules_with_the_exact_gaussian_denoiser(sigma, rule, lo, hi):
+    diffusion = GaussianDiffusion(DiffusionConfig())
+
+    def bayes_x0(x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:  # E[x0 | x_t], x0 ~ N(0, s^2)
+        ab = diffusion.alpha_bar_at(t)[:, None]
+        return ab.sqrt() * sigma**2 / (ab * sigma**2 + 1 - ab) * x_t
+
+    x_T = torch.randn(4000, 8, generator=torch.Generator().manual_seed(0))
+    out = ddim_loop(bayes_x0, diffusion, x_T, None, SamplerConfig(step_rule=rule, cfg_weight=0.0))
+    assert lo <= out.std().item() / sigma <= hi
+
+
+def test_auto_step_rule_follows_the_normalisation():
+    from prior.sampling import resolve_step_rule
+
+    assert resolve_step_rule("auto", "std") == "ddim"
+    assert resolve_step_rule("auto", "variance_quirk") == "interhandgen"
+    assert resolve_step_rule("interhandgen", "std") == "interhandgen"
+    with pytest.raises(ValueError):
+        resolve_step_rule("euler", "std")
