@@ -19,7 +19,8 @@ ENTRY_POINTS = {"run_fit"}
 
 
 def rank(module: str) -> float:
-    if module in ENTRY_POINTS or module.endswith(".__main__") or module == "recon.demo":
+    last = module.rsplit(".", 1)[-1]
+    if module in ENTRY_POINTS or last in ("__main__", "demo") or last.startswith("cli_"):
         return 9
     if module in PRIOR_RANKS:
         return PRIOR_RANKS[module]
