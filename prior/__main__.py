@@ -90,7 +90,7 @@ def _synthetic(cfg: DataConfig, mano: ManoPair) -> TwoHands:
         from datasets.synthetic import SyntheticTwoHands  # noqa: PLC0415
     except ImportError as e:
         raise ImportError(f"data.kind=synthetic needs datasets.synthetic ({e})") from e
-    return _materialize(SyntheticTwoHands(cfg.n, cfg.seed))
+    return _materialize(SyntheticTwoHands(cfg.n, cfg.seed, mano=mano))
 
 
 def _need_root(cfg: DataConfig) -> Path:

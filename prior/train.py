@@ -331,7 +331,8 @@ def train(
             save_prior(prior_path, prior, step, to_dict(cfg))
             write_json_atomic(out_dir / "history.json", history)
 
-        bar = tqdm(total=total, initial=step, disable=not (progress and dist.is_main), desc="prior")
+        bar = tqdm(total=total, initial=step, disable=not (progress and dist.is_main), desc="prior",
+                   mininterval=2.0)
         running = torch.zeros(3, dtype=torch.float64)
         count, t_start, start_step = 0, time.perf_counter(), step
         order, order_epoch = None, -1

@@ -215,3 +215,22 @@ def test_auto_step_rule_follows_the_normalisation():
     assert resolve_step_rule("interhandgen", "std") == "interhandgen"
     with pytest.raises(ValueError):
         resolve_step_rule("euler", "std")
+
+
+def test_sds_of_two_hands_reaches_the_hand_parameters(tiny_prior):
+    import roma
+
+    from prior.hands import TwoHands
+    from prior.sds import sds_loss_hands
+
+    g = torch.Generator().manual_seed(11)
+    pose = (0.2 * torch.randn(3, 2, 15, 3, generator=g)).requires_grad_(True)
+    transl = (0.05 * torch.randn(3, 2, 3, generator=g)).requires_grad_(True)
+    hands = TwoHands(pose, torch.zeros(3, 2, 10),
+                     roma.rotvec_to_rotmat(torch.randn(3, 2, 3, generator=g)), transl)  # fmt: skip
+    loss = sds_loss_hands(tiny_prior, hands, ManoPair(), generator=torch.Generator().manual_seed(0),
+                          symmetric=True)  # fmt: skip
+    assert loss.shape == (3,) and torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert torch.isfinite(pose.grad).all() and pose.grad.abs().sum() > 0
+    assert torch.isfinite(transl.grad).all() and transl.grad.abs().sum() > 0
