@@ -21,6 +21,14 @@ _EXPORTS = {
     "SamplerConfig": "prior.sampling",
     "sample_two_hands": "prior.sampling",
     "sds_loss": "prior.sds",
+    "sds_loss_hands": "prior.sds",
+    "sample_vectors": "prior.sampling",
+    "apg_factory": "prior.sampling",
+    "HandCodec": "prior.codec",
+    "TrainConfig": "prior.train",
+    "train": "prior.train",
+    "DenoiserConfig": "prior.denoiser",
+    "DiffusionConfig": "prior.diffusion",
 }
 __all__ = sorted(_EXPORTS)
 
