@@ -12,12 +12,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from smplx.lbs import batch_rigid_transform, batch_rodrigues
+from smplx.lbs import batch_rodrigues
 from torch import Tensor, nn
 
-from prior.hands import IH26M_MIDDLE_MCP, IH26M_WRIST, JOINT_ORDERS, ManoPair, TwoHands
+from prior.hands import (
+    IH26M_MIDDLE_MCP,
+    IH26M_WRIST,
+    JOINT_ORDERS,
+    MANO_PARENTS,
+    ManoPair,
+    TwoHands,
+)
 
 __all__ = ["HandJoints", "JointModel"]
+
+# MANO's kinematic tree is the wrist plus five chains of three joints (MANO16 order):
+# level k holds the k-th joint of each finger, whose parent is in level k-1.
+_LEVELS = ((1, 4, 7, 10, 13), (2, 5, 8, 11, 14), (3, 6, 9, 12, 15))
+_PERM = (0, *_LEVELS[0], *_LEVELS[1], *_LEVELS[2])  # position in the concatenation -> joint
+_INV_PERM = [_PERM.index(j) for j in range(16)]
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,9 @@ class JointModel(nn.Module):
             stacks["pose_mean"].append(layer.pose_mean[3:].view(15, 3))
         for name, items in stacks.items():
             self.register_buffer(name, torch.stack(items), persistent=False)
-        self.register_buffer("parents", mano.layers[0].parents.clone(), persistent=False)
+        parents = tuple(int(p) for p in mano.layers[0].parents.tolist())
+        if parents != MANO_PARENTS:
+            raise ValueError(f"JointModel expects MANO's kinematic tree {MANO_PARENTS}, got {parents}")
         self.register_buffer("_to_ih26m", torch.as_tensor(JOINT_ORDERS["ih26m"]), persistent=False)
 
     def hands_components(self) -> Tensor:
@@ -74,30 +89,55 @@ class JointModel(nn.Module):
     def hands_mean(self) -> Tensor:
         return self.mano.hands_mean()
 
-    def forward(self, hands: TwoHands) -> HandJoints:
-        """(B) TwoHands -> HandJoints with joints (B, 2, 21, 3), InterHand2.6M order."""
+    def joints_mano21(self, hands: TwoHands) -> Tensor:
+        """(B) TwoHands -> (B, 2, 21, 3) joints in MANO21 order (16 kinematic joints, 5 tips)."""
         b = hands.batch_size
         dtype = hands.pose_aa.dtype
         # Rest joints and tip vertices of the shaped hand (linear in betas).
         joints_rest = self.j_template.to(dtype) + torch.einsum("hjcs,bhs->bhjc", self.j_shapedirs.to(dtype), hands.betas)
         tips_rest = self.tip_template.to(dtype) + torch.einsum("hvcs,bhs->bhvc", self.tip_shapedirs.to(dtype), hands.betas)
-        # Joint rotations: identity root (the root rotation is applied about the wrist below).
-        pose = hands.pose_aa + self.pose_mean.to(dtype)  # absolute finger pose (B,2,15,3)
+        # Finger joint rotations (absolute pose); the root is the identity here, the root
+        # rotation is applied about the wrist at the end.
+        pose = hands.pose_aa + self.pose_mean.to(dtype)  # (B,2,15,3)
         rot = batch_rodrigues(pose.reshape(-1, 3)).view(b, 2, 15, 3, 3)
-        eye = torch.eye(3, dtype=dtype, device=pose.device).expand(b, 2, 1, 3, 3)
-        rots = torch.cat([eye, rot], 2)  # (B,2,16,3,3)
-        # Pose blend shapes of the tip vertices, then forward kinematics.
+        # Pose blend shapes of the tip vertices.
         pose_feature = (rot - torch.eye(3, dtype=dtype, device=pose.device)).reshape(b, 2, 135)
         tips_rest = tips_rest + torch.einsum("bhp,hpk->bhk", pose_feature, self.tip_posedirs.to(dtype)).view(b, 2, 5, 3)
-        posed, transforms = batch_rigid_transform(
-            rots.reshape(b * 2, 16, 3, 3), joints_rest.reshape(b * 2, 16, 3), self.parents
-        )
+        # Forward kinematics one level at a time: the five fingers are chains of three joints.
+        wrist = joints_rest[:, :, :1]  # (B,2,1,3)
+        chain_rot, chain_pos, rest_prev = None, wrist.expand(b, 2, 5, 3), wrist.expand(b, 2, 5, 3)
+        level_rots, level_pos = [], []
+        for level in range(3):
+            idx = _LEVELS[level]
+            r = rot[:, :, [i - 1 for i in idx]]  # (B,2,5,3,3)
+            rest = joints_rest[:, :, idx]
+            offset = rest - rest_prev
+            if chain_rot is None:
+                pos, chain_rot = wrist + offset, r
+            else:
+                pos = chain_pos + (chain_rot @ offset[..., None])[..., 0]
+                chain_rot = chain_rot @ r
+            chain_pos, rest_prev = pos, rest
+            level_rots.append(chain_rot)
+            level_pos.append(pos)
+        # Per-joint rigid transforms (rest pose removed), MANO order: x -> R x + (p - R j_rest).
+        eye = torch.eye(3, dtype=dtype, device=pose.device).expand(b, 2, 1, 3, 3)
+        rots = torch.cat([eye, *level_rots], 2)[:, :, _INV_PERM]  # (B,2,16,3,3)
+        posed = torch.cat([wrist, *level_pos], 2)[:, :, _INV_PERM]  # (B,2,16,3)
+        shift = posed - (rots @ joints_rest[..., None])[..., 0]
         # Linear blend skinning of the 5 tip vertices.
         weights = self.tip_weights.to(dtype)  # (2,5,16)
-        t = torch.einsum("hvj,bhjkl->bhvkl", weights, transforms.view(b, 2, 16, 4, 4))
-        tips = (t[..., :3, :3] @ tips_rest[..., None])[..., 0] + t[..., :3, 3]
-        joints = torch.cat([posed.view(b, 2, 16, 3), tips], 2)  # MANO21 order
+        r_tip = torch.einsum("hvj,bhjkl->bhvkl", weights, rots)
+        t_tip = torch.einsum("hvj,bhjk->bhvk", weights, shift)
+        tips = (r_tip @ tips_rest[..., None])[..., 0] + t_tip
+        joints = torch.cat([posed, tips], 2)  # MANO21 order
         # Root rotation about the wrist, then translation (as ManoPair.forward).
-        wrist = joints[:, :, :1]
-        joints = (joints - wrist) @ hands.rot_mat.transpose(-1, -2) + wrist + hands.transl[:, :, None]
-        return HandJoints(joints[:, :, self._to_ih26m])
+        return (joints - wrist) @ hands.rot_mat.transpose(-1, -2) + wrist + hands.transl[:, :, None]
+
+    def forward(self, hands: TwoHands) -> HandJoints:
+        """(B) TwoHands -> HandJoints with joints (B, 2, 21, 3), InterHand2.6M order."""
+        return HandJoints(self.joints_mano21(hands)[:, :, self._to_ih26m])
+
+    def joints_in(self, hands: TwoHands, order: str) -> Tensor:
+        """(B, 2, 21, 3) joints in a named order of :data:`prior.hands.JOINT_ORDERS`."""
+        return self.joints_mano21(hands)[:, :, list(JOINT_ORDERS[order])]

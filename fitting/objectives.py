@@ -58,34 +58,39 @@ def _keypoint_weights(obs: Observation) -> Tensor:
     return obs.confidence * obs.present[..., None].to(obs.confidence)
 
 
-def _project_hands(joints: Tensor, K: Tensor) -> Tensor:
-    """(B, 2, 21, 3) IH26M-order joints -> (B, 2, 21, 2) px in the observation's order."""
+def _in_keypoint_order(joints: Tensor, order: str) -> Tensor:
+    return joints if order == KEYPOINT_ORDER else convert_joints(joints, order, KEYPOINT_ORDER)
+
+
+def _project_hands(joints: Tensor, K: Tensor, order: str) -> Tensor:
+    """(B, 2, 21, 3) joints in ``order`` -> (B, 2, 21, 2) px in the observation's order."""
     b = joints.shape[0]
-    ordered = convert_joints(joints, "ih26m", KEYPOINT_ORDER)
+    ordered = _in_keypoint_order(joints, order)
     return project(ordered.reshape(b, 42, 3), K).reshape(b, 2, 21, 2)
 
 
-def reprojection_loss(joints: Tensor, obs: Observation, rho: float = 100.0) -> Tensor:
+def reprojection_loss(joints: Tensor, obs: Observation, rho: float = 100.0, order: str = "ih26m") -> Tensor:
     """Confidence-weighted robust 2D reprojection error.
 
     Args:
-        joints: (B, 2, 21, 3) model joints, InterHand2.6M order, camera frame.
+        joints: (B, 2, 21, 3) model joints in ``order`` (default InterHand2.6M, as
+            ``HandMeshes.joints``), camera frame.
         obs: the observation (keypoints in MediaPipe order).
         rho: GMoF scale, px.
     Returns:
         (B,) weighted mean of ``gmof(|proj - keypoint|)`` over the observed keypoints, px^2.
     """
-    residual = (_project_hands(joints, obs.K) - obs.keypoints_2d).norm(dim=-1)  # (B,2,21)
+    residual = (_project_hands(joints, obs.K, order) - obs.keypoints_2d).norm(dim=-1)  # (B,2,21)
     w = _keypoint_weights(obs)
     return (w * gmof(residual, rho)).sum((1, 2)) / w.sum((1, 2)).clamp_min(1e-6)
 
 
-def reprojection_error_px(joints: Tensor, obs: Observation) -> Tensor:
+def reprojection_error_px(joints: Tensor, obs: Observation, order: str = "ih26m") -> Tensor:
     """(B,) confidence-weighted mean reprojection distance in px (a metric, not a loss).
 
     Images without any observed keypoint give NaN (there is nothing to measure).
     """
-    residual = (_project_hands(joints, obs.K) - obs.keypoints_2d).norm(dim=-1)
+    residual = (_project_hands(joints, obs.K, order) - obs.keypoints_2d).norm(dim=-1)
     w = _keypoint_weights(obs)
     total = w.sum((1, 2))
     return torch.where(total > 0, (w * residual).sum((1, 2)) / total.clamp_min(1e-12),
@@ -102,7 +107,7 @@ def centred(points: Tensor) -> Tensor:
     return points - points.mean(-2, keepdim=True)
 
 
-def init_landmark_loss(joints: Tensor, landmarks_3d: Tensor, present: Tensor) -> Tensor:
+def init_landmark_loss(joints: Tensor, landmarks_3d: Tensor, present: Tensor, order: str = "ih26m") -> Tensor:
     """Keep the hand's shape close to the initial 3D landmarks, translation-free.
 
     Both point sets are centred on their centroids rather than on the wrist: the centroid of
@@ -110,13 +115,13 @@ def init_landmark_loss(joints: Tensor, landmarks_3d: Tensor, present: Tensor) ->
     the whole target.
 
     Args:
-        joints: (B, 2, 21, 3) model joints, InterHand2.6M order.
+        joints: (B, 2, 21, 3) model joints in ``order`` (default InterHand2.6M).
         landmarks_3d: (B, 2, 21, 3) initial landmarks, MediaPipe order, camera frame.
         present: (B, 2) bool.
     Returns:
         (B,) mean squared centred distance over present hands, cm^2.
     """
-    ordered = convert_joints(joints, "ih26m", KEYPOINT_ORDER)
+    ordered = _in_keypoint_order(joints, order)
     sq = ((centred(ordered) - centred(landmarks_3d)) * 100.0).pow(2).sum(-1)  # cm^2
     w = present.to(sq)
     return (sq.mean(-1) * w).sum(1) / w.sum(1).clamp_min(1.0)

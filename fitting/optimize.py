@@ -24,7 +24,7 @@ from torch import Tensor
 
 from fitting import objectives as O
 from fitting.kinematics import JointModel
-from fitting.observation import Observation
+from fitting.observation import KEYPOINT_ORDER, Observation
 from fitting.sds import prior_loss
 from prior.checkpoint import Prior
 from prior.hands import HandMeshes, ManoPair, TwoHands
@@ -101,19 +101,34 @@ class FitResult:
 
 
 class _Params:
-    """Leaf tensors of the fit and their masks."""
+    """All free variables in ONE leaf tensor ``x`` (B, 2, 64) = [pose 45 | betas 10 | rot 6D 6 |
+    transl 3], so a step costs one Adam update. The translation is stored divided by
+    ``transl_lr / lr``, which gives it its own effective learning rate under one optimiser.
+    """
 
-    def __init__(self, init: TwoHands) -> None:
-        self.pose = init.pose_aa.detach().clone().requires_grad_(True)
-        self.betas = init.betas.detach().clone().requires_grad_(True)
-        self.rot6d = init.rot_mat[..., :2].detach().clone().requires_grad_(True)  # (B,2,3,2)
-        self.transl = init.transl.detach().clone().requires_grad_(True)
+    POSE, BETAS, ROT6D, TRANSL = slice(0, 45), slice(45, 55), slice(55, 61), slice(61, 64)
+
+    def __init__(self, init: TwoHands, transl_scale: float) -> None:
+        b = init.batch_size
+        self.transl_scale = transl_scale
+        x = torch.cat([init.pose_aa.reshape(b, 2, 45), init.betas,
+                       init.rot_mat[..., :2].reshape(b, 2, 6),  # first two columns
+                       init.transl / transl_scale], -1)  # fmt: skip
+        self.x = x.detach().clone().requires_grad_(True)
 
     def hands(self) -> TwoHands:
-        return TwoHands(self.pose, self.betas, roma.special_gramschmidt(self.rot6d), self.transl)
+        x, b = self.x, self.x.shape[0]
+        rot = roma.special_gramschmidt(x[..., self.ROT6D].reshape(b, 2, 3, 2))
+        return TwoHands(x[..., self.POSE].reshape(b, 2, 15, 3), x[..., self.BETAS], rot,
+                        x[..., self.TRANSL] * self.transl_scale)  # fmt: skip
 
-    def named(self) -> dict[str, Tensor]:
-        return {"pose": self.pose, "betas": self.betas, "rot6d": self.rot6d, "transl": self.transl}
+    def grad_mask(self, present: Tensor, full: bool) -> Tensor:
+        """(B, 2, 64) 1 where a variable may move: present hands; the global stage moves only
+        the root rotation and translation."""
+        mask = present[..., None].to(self.x).expand(-1, -1, 64).clone()
+        if not full:
+            mask[..., : self.ROT6D.start] = 0.0
+        return mask
 
 
 def _terms(
@@ -121,13 +136,17 @@ def _terms(
     prior: Prior | None, kinematics: JointModel, cfg: FitConfig, active: set[str],
     limits: O.PoseLimits, generator: torch.Generator,
 ) -> dict[str, Tensor]:  # fmt: skip
-    """Unweighted (B,) loss terms named in ``active`` (``meshes`` is needed for "pen" only)."""
+    """Unweighted (B,) loss terms named in ``active``.
+
+    ``joints`` are (B, 2, 21, 3) in the observation's (MediaPipe) order; ``meshes`` is needed
+    for "pen" only.
+    """
     present = obs.present
     out: dict[str, Tensor] = {}
     if "reproj" in active:
-        out["reproj"] = O.reprojection_loss(joints, obs, cfg.reproj_rho)
+        out["reproj"] = O.reprojection_loss(joints, obs, cfg.reproj_rho, order=KEYPOINT_ORDER)
     if "init" in active and obs.landmarks_3d is not None:
-        out["init"] = O.init_landmark_loss(joints, obs.landmarks_3d, present)
+        out["init"] = O.init_landmark_loss(joints, obs.landmarks_3d, present, order=KEYPOINT_ORDER)
     if "init_param" in active:
         out["init_param"] = O.init_param_loss(hands, obs.init, present)
     if "shape" in active:
@@ -152,11 +171,12 @@ def _keep_absent(hands: TwoHands, init: TwoHands, present: Tensor) -> TwoHands:
                     pick(hands.rot_mat, init.rot_mat), pick(hands.transl, init.transl))  # fmt: skip
 
 
-def _check_finite(step: int, stage: str, terms: dict[str, Tensor]) -> None:
+def _raise_non_finite(step: int, stage: str, terms: dict[str, Tensor]) -> None:
     for name, value in terms.items():
         if not torch.isfinite(value).all():
             bad = (~torch.isfinite(value)).nonzero()[:, 0].tolist()
             raise FloatingPointError(f"fit step {step} ({stage}): term {name!r} is not finite for images {bad}")
+    raise FloatingPointError(f"fit step {step} ({stage}): the weighted total is not finite (a weight is inf?)")
 
 
 def fit(
@@ -188,54 +208,44 @@ def fit(
         raise ValueError(f"prior was trained with hand model {prior.hand_model!r}, fitting uses {mano.model_name!r}")
     limits = O.pose_limits(mano).to(device)
     kinematics = JointModel(mano).to(device)
-    params = _Params(obs.init)
-    mask = obs.present.to(params.pose.dtype)
-    masks = {"pose": mask[..., None, None], "betas": mask[..., None], "rot6d": mask[..., None, None],
-             "transl": mask[..., None]}  # fmt: skip
-    optimizer = torch.optim.Adam([
-        {"params": [params.pose, params.betas, params.rot6d], "lr": cfg.lr},
-        {"params": [params.transl], "lr": cfg.transl_lr},
-    ])  # fmt: skip
+    params = _Params(obs.init, cfg.transl_lr / cfg.lr)
+    masks = {full: params.grad_mask(obs.present, full) for full in (False, True)}
+    optimizer = torch.optim.Adam([params.x], lr=cfg.lr)
     weights = {k: float(v) for k, v in cfg.weights.items() if v}
-    history: dict[str, list[float]] = {k: [] for k in (*weights, "total")}
+    logged: list[Tensor] = []  # per step: weighted batch means of (*weights, total)
+    nan = torch.tensor(float("nan"), device=device)
     for step in range(cfg.steps):
-        stage = "global" if step < cfg.global_steps else "full"
-        active = set(GLOBAL_TERMS) if stage == "global" else set(TERMS)
+        full = step >= cfg.global_steps
+        active = set(TERMS) if full else set(GLOBAL_TERMS)
         if step % cfg.pen_every:
             active.discard("pen")
         if step % cfg.sds_every:
             active.discard("sds")
         active &= set(weights)
         hands = params.hands()
-        joints = kinematics(hands).joints
+        joints = kinematics.joints_in(hands, KEYPOINT_ORDER)
         meshes = mano(hands) if "pen" in active else None  # skinning only when needed
         terms = _terms(hands, joints, meshes, obs, prior, kinematics, cfg, active, limits, generator)
-        _check_finite(step, stage, terms)
         total = sum(weights[k] * v for k, v in terms.items())
-        for k in history:
-            if k == "total":
-                history[k].append(float(total.detach().mean()))
-            else:
-                value = float(weights[k] * terms[k].detach().mean()) if k in terms else float("nan")
-                history[k].append(value)
+        if not torch.isfinite(total).all():
+            _raise_non_finite(step, "full" if full else "global", terms)
+        logged.append(torch.stack([weights[k] * terms[k].detach().mean() if k in terms else nan
+                                   for k in weights] + [total.detach().mean()]))  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         total.sum().backward()
-        # Freeze absent hands everywhere and the finger pose/shape in the global stage.
-        for name, p in params.named().items():
-            if p.grad is None:
-                continue
-            p.grad.mul_(masks[name])
-            if stage == "global" and name in ("pose", "betas"):
-                p.grad.zero_()
+        # Absent hands are frozen throughout, finger pose and shape in the global stage.
+        params.x.grad.mul_(masks[full])
         optimizer.step()
-        for name, p in params.named().items():
-            if not torch.isfinite(p).all():
-                raise FloatingPointError(f"fit step {step} ({stage}): parameter {name!r} became non-finite")
+        if not torch.isfinite(params.x).all():
+            raise FloatingPointError(f"fit step {step}: a parameter became non-finite")
+    table = torch.stack(logged).T.tolist() if logged else [[] for _ in range(len(weights) + 1)]
+    history = dict(zip([*weights, "total"], table))
     with torch.no_grad():
         hands = _keep_absent(params.hands().detach(), obs.init, obs.present)
         meshes = mano(hands)
-        terms = _terms(hands, meshes.joints, meshes, obs, prior, kinematics, cfg, set(TERMS),
-                       limits, generator)  # fmt: skip
+        joints = meshes.joints_in(KEYPOINT_ORDER)
+        terms = _terms(hands, joints, meshes, obs, prior, kinematics, cfg, set(TERMS), limits,
+                       generator)  # fmt: skip
         final = {k: v.detach() for k, v in terms.items()}
         final["reproj_px"] = O.reprojection_error_px(meshes.joints, obs)
         final["pen_depth"] = O.penetration_depth(meshes, obs.present)
