@@ -227,6 +227,16 @@ def _standin(cache_dir: Path) -> dict[str, dict]:
     return out
 
 
+def model_digest(arrays: dict[str, dict[str, np.ndarray]]) -> str:
+    """Short hash of a model's arrays: checkpoints record it so a prior trained on one hand
+    model is never silently used with another (a regenerated stand-in included)."""
+    h = hashlib.sha256()
+    for side in ("right", "left"):
+        for key in sorted(REQUIRED_SHAPES):
+            h.update(np.ascontiguousarray(arrays[side][key], dtype=np.float64).tobytes())
+    return h.hexdigest()[:10]
+
+
 def load_mano_arrays(
     model_dir: Path | None, fix_left_shapedirs: bool = True, cache_dir: Path | str | None = None
 ) -> tuple[dict[str, dict[str, np.ndarray]], str]:
@@ -237,9 +247,11 @@ def load_mano_arrays(
         fix_left_shapedirs: negate the official left model's ``shapedirs[:, 0, :]`` (once).
         cache_dir: where converted arrays are cached (default :func:`default_cache_dir`).
     Returns:
-        ({"right": arrays, "left": arrays}, "mano" or "standin")
+        ({"right": arrays, "left": arrays}, name) with name "standin-<digest>" or "mano-<digest>"
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if model_dir is None:
-        return _standin(cache_dir), "standin"
-    return _official(Path(model_dir), fix_left_shapedirs, cache_dir), "mano"
+        arrays, kind = _standin(cache_dir), "standin"
+    else:
+        arrays, kind = _official(Path(model_dir), fix_left_shapedirs, cache_dir), "mano"
+    return arrays, f"{kind}-{model_digest(arrays)}"

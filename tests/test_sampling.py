@@ -41,9 +41,10 @@ class ConstantModel(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def tiny_prior() -> Prior:
+def tiny_prior(mano) -> Prior:
     torch.manual_seed(0)
-    return Prior(HandDenoiser(TINY).eval(), GaussianDiffusion(DiffusionConfig()), HandCodec(), "standin")
+    denoiser = HandDenoiser(TINY).eval()
+    return Prior(denoiser, GaussianDiffusion(DiffusionConfig()), HandCodec(), mano.model_name)
 
 
 def test_cfg_weight_zero_is_the_conditional_prediction():
@@ -180,7 +181,7 @@ def test_sample_cli_writes_npz_and_resolved_config(tmp_path, tiny_prior):
     assert rc == 0
     with np.load(out) as z:
         assert z["params"].shape == (5, 128) and z["pose_aa"].shape == (5, 2, 15, 3)
-        assert np.isfinite(z["params"]).all() and str(z["hand_model"]) == "standin"
+        assert np.isfinite(z["params"]).all() and str(z["hand_model"]).startswith("standin-")
     assert (tmp_path / "s.config.resolved.yaml").is_file()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
