@@ -11,12 +11,21 @@ volume, i.e. degenerate or inside-out) is flagged ``failed`` and gets NaN, and t
 the count. A face array that is non-manifold or inconsistently oriented is an input error
 (``ValueError``), since it is shared by the whole batch.
 
-Speed: the intersection volume is an adaptive voxel occupancy over the overlap of the two
-bounding boxes (exactly 0 when they do not overlap). Coarse cells whose distance to a surface
-(a lower bound from the faces' bounding spheres) exceeds their half-diagonal are uniformly inside
-or outside that hand and are decided by one winding number at their centre; only cells crossing
-a surface are refined, down to ``voxel``. Vertex inside tests share one winding number per
-connected group of vertices whose edges provably do not cross the other surface.
+Algorithm (and why it is fast enough): the vertices of each hand are first classified inside or
+outside the other; an edge whose ends are provably farther from the other surface than its
+length cannot cross it, so each connected group of such edges shares one winding number. Distance
+lower bounds come per face from the larger of the bounding-sphere and face-plane distances. The
+intersection is bounded by the parts of each surface inside the other, so the voxel grid only
+covers the box of the faces that may lie inside the other hand (within the overlap of the two
+bounding boxes; exactly 0 when either is empty). Cells farther from a surface than their
+half-diagonal are uniformly inside or outside it; their state is copied from a vertex reachable
+by a segment that provably misses the surface, else taken from one winding number. Only cells
+crossing a surface are refined, down to ``voxel``, where the cell centre decides.
+
+Accuracy: exact for uniform cells; finest cells are sampled at their centre, so a penetration
+thinner than ``voxel`` is resolved only to about a voxel (a 2 mm lens between spheres reads
+about 1.4x its true 0.17 cm^3 at the default 2 mm voxel). Depth uses exact point-triangle
+distances.
 """
 
 from __future__ import annotations
@@ -494,9 +503,9 @@ def intersection_volume(
 ) -> tuple[Tensor, Tensor]:
     """Volume of the intersection of the two (capped) hands, by adaptive voxel occupancy.
 
-    Deterministic; exactly 0 when the bounding boxes do not overlap. The grid tiles the overlap
-    box exactly, with cells no larger than ``voxel`` per axis at the finest level; a finest cell
-    counts when its centre is inside both hands.
+    Deterministic; exactly 0 when the bounding boxes do not overlap or no face can lie inside
+    the other hand. The grid tiles the candidate box exactly, with cells no larger than ``voxel``
+    per axis at the finest level; a finest cell counts when its centre is inside both hands.
 
     Args:
         verts: (B, 2, V, 3) metres. faces: (2, F, 3) long, open or closed.
