@@ -111,17 +111,15 @@ def projected_detections(
 
 
 def scene_errors(pred: HandMeshes, gt: HandMeshes) -> dict[str, float]:
-    """Root-relative MPJPE per hand and both (mm) and MRRPE (mm), wrist as the root.
+    """Root-relative MPJPE per hand and both (mm) and MRRPE (mm), wrist as the root
+    (``eval.reconstruction``)."""
+    from eval.reconstruction import mpjpe, mrrpe  # noqa: PLC0415  (entry point: may import eval)
 
-    (The project's metric code lives in ``eval.reconstruction``; recon may not import eval, so the
-    two one-line formulas are restated here.)
-    """
-    p, g = pred.joints[0].double(), gt.joints[0].double()
-    rel = (p - p[:, IH26M_WRIST : IH26M_WRIST + 1]) - (g - g[:, IH26M_WRIST : IH26M_WRIST + 1])
-    per_hand = rel.norm(dim=-1).mean(-1) * 1000.0
-    mrrpe = ((p[RIGHT, IH26M_WRIST] - p[LEFT, IH26M_WRIST]) - (g[RIGHT, IH26M_WRIST] - g[LEFT, IH26M_WRIST])).norm()
+    p, g = pred.joints.double(), gt.joints.double()
+    valid = torch.ones(p.shape[:3], dtype=torch.bool)
+    per_hand = mpjpe(p, g, valid, root="wrist")[0] * 1000.0
     return {"mpjpe_left_mm": float(per_hand[0]), "mpjpe_right_mm": float(per_hand[1]),
-            "mpjpe_mm": float(per_hand.mean()), "mrrpe_mm": float(mrrpe * 1000.0)}  # fmt: skip
+            "mpjpe_mm": float(per_hand.mean()), "mrrpe_mm": float(mrrpe(p, g, valid)[0] * 1000.0)}  # fmt: skip
 
 
 def _mediapipe_agrees(det: DetectionResult, gt_kp: np.ndarray, tol_px: float) -> bool:
