@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import roma
 import torch
 
 from configs import from_dict, load
+from datasets.synthetic import (
+    INTERACTIONS,
+    place_in_camera,
+    random_two_hands,
+    synthetic_observation,
+)
 from fitting import FitConfig, Observation, fit
-from fitting.objectives import pose_limits, project
-from prior.anatomy import HandAxes, angles_to_pose, sample_finger_angles
 from prior.checkpoint import Prior
 from prior.codec import HandCodec
 from prior.denoiser import DenoiserConfig, HandDenoiser
@@ -34,52 +37,22 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def interacting_pairs(n: int, mano: ManoPair, g: torch.Generator) -> TwoHands:
-    """Random close, non-penetrating two-hand scenes 0.4-0.6 m in front of the camera.
-
-    Finger poses from the anatomical sampler, shapes ~ N(0, 0.5^2), random root rotations; the
-    right middle MCP is 5-11 cm from the left one; candidates whose meshes penetrate (> 1 mm) or
-    are more than 2 cm apart are rejected.
-    """
-    lim = pose_limits(mano)
-    kept: list[TwoHands] = []
-    while sum(h.batch_size for h in kept) < n:
-        m = 4 * n
-        poses = []
-        for s in (0, 1):
-            axes = HandAxes(lim.flex[s], lim.abd[s], lim.flex_limits[s], lim.abd_limits[s])
-            flex, abd, _ = sample_finger_angles(m, axes, g)
-            poses.append(angles_to_pose(flex, abd, axes) - lim.hands_mean[s])
-        hands = TwoHands(torch.stack(poses, 1), 0.5 * torch.randn(m, 2, 10, generator=g),
-                         roma.rotvec_to_rotmat(torch.randn(m, 2, 3, generator=g)),
-                         torch.zeros(m, 2, 3))  # fmt: skip
-        mcp = mano(hands).middle_mcp()
-        centre = torch.tensor([0.0, 0.0, 0.5]) + torch.randn(m, 3, generator=g) * torch.tensor([0.05, 0.05, 0.05])
-        offset = torch.nn.functional.normalize(torch.randn(m, 3, generator=g), dim=-1)
-        offset = offset * (0.05 + 0.06 * torch.rand(m, 1, generator=g))
-        transl = torch.stack([centre - mcp[:, 0], centre + offset - mcp[:, 1]], 1)
-        hands = TwoHands(hands.pose_aa, hands.betas, hands.rot_mat, transl)
-        meshes = mano(hands)
-        gap = torch.cdist(meshes.verts[:, 0], meshes.verts[:, 1]).amin((1, 2))
-        ok = (penetration_depth(meshes) < 1e-3) & (gap < 0.02)
-        kept.append(hands[ok.nonzero()[:, 0]])
-    return TwoHands.cat(kept)[:n]
-
-
 def synthetic_case(n: int, mano: ManoPair, seed: int) -> tuple[TwoHands, Observation]:
-    """Known pairs, 2 px keypoint noise, 20% keypoints dropped, init from 5 mm-noisy landmarks."""
+    """Known pairs of every interaction type (``datasets.synthetic``) 0.35-0.6 m in front of an
+    f = 1000 px camera, 2 px keypoint noise, 20% keypoints dropped, init from landmarks that are
+    the true joints + 5 mm noise, root-centred."""
     g = torch.Generator().manual_seed(seed)
-    truth = interacting_pairs(n, mano, g)
-    joints = mano(truth).joints_in("mediapipe")
+    kinds = [list(INTERACTIONS)[i % len(INTERACTIONS)] for i in range(n)]
+    truth = place_in_camera(random_two_hands(n, g, kinds, mano=mano)[0], g, mano=mano)
     K = K1.expand(n, 3, 3).clone()
-    kp = project(joints.reshape(n, 42, 3), K).reshape(n, 2, 21, 2)
-    kp = kp + 2.0 * torch.randn(kp.shape, generator=g)
-    conf = (torch.rand(n, 2, 21, generator=g) > 0.2).float()
+    seen = synthetic_observation(truth, mano, K, noise_px=2.0, drop_frac=0.2, generator=g)
+    joints = seen.joints_3d
     world = joints - joints[:, :, :1] + 0.005 * torch.randn(joints.shape, generator=g)
     present = torch.ones(n, 2, dtype=torch.bool)
-    init, landmarks = init_from_landmarks(world, kp, conf, present, K, mano, InitConfig())
+    init, landmarks = init_from_landmarks(world, seen.keypoints_2d, seen.confidence, present, K,
+                                          mano, InitConfig())  # fmt: skip
     size = torch.tensor([[640.0, 480.0]]).expand(n, 2)
-    return truth, Observation(kp, conf, K, size, init, present, landmarks)
+    return truth, Observation(seen.keypoints_2d, seen.confidence, K, size, init, present, landmarks)
 
 
 def errors(hands: TwoHands, truth: TwoHands, mano: ManoPair) -> dict[str, torch.Tensor]:
@@ -142,7 +115,7 @@ def test_sds_path_runs_with_a_prior(mano, case):
     _, obs = case
     torch.manual_seed(0)
     tiny = DenoiserConfig(hidden=48, emb=32, ff_dim=64, layers=3, skips=(1,))
-    prior = Prior(HandDenoiser(tiny).eval(), GaussianDiffusion(DiffusionConfig()), HandCodec(), "standin")
+    prior = Prior(HandDenoiser(tiny).eval(), GaussianDiffusion(DiffusionConfig()), HandCodec(), mano.model_name)
     res = fit(obs[:2], prior, mano, FitConfig(steps=20, global_steps=5),
               torch.Generator().manual_seed(0))  # fmt: skip
     sds = res.history["sds"]
@@ -172,3 +145,27 @@ def test_prior_lowers_mrrpe_and_penetration(mano):
     with_prior = errors(fit(obs, prior, mano, cfg, torch.Generator().manual_seed(0)).hands, truth, mano)
     assert with_prior["mrrpe"].mean() < without["mrrpe"].mean(), (with_prior, without)
     assert with_prior["pen"].mean() <= without["pen"].mean(), (with_prior, without)
+
+
+if __name__ == "__main__":  # recovery numbers for the report: python tests/test_fitting.py [ckpt]
+    import sys
+
+    torch.set_num_threads(1)
+    mano = ManoPair()
+    prior = None
+    if len(sys.argv) > 1:
+        from prior.checkpoint import load_prior  # noqa: PLC0415
+
+        prior = load_prior(sys.argv[1], "cpu", mano.model_name)
+    for seed in (0, 1):
+        truth, obs = synthetic_case(16, mano, seed)
+        rows = {"init": errors(obs.init, truth, mano)}
+        res = fit(obs, None, mano, FitConfig())
+        rows["fit"] = errors(res.hands, truth, mano)
+        if prior is not None:
+            res_p = fit(obs, prior, mano, FitConfig(), torch.Generator().manual_seed(0))
+            rows["fit+prior"] = errors(res_p.hands, truth, mano)
+        gt = errors(truth, truth, mano)["pen"].mean()
+        for name, e in rows.items():
+            print(f"seed {seed} {name:9s} MPJPE {e['mpjpe'].mean():5.2f} mm  MRRPE {e['mrrpe'].mean():5.2f} mm"
+                  f"  pen {e['pen'].mean():5.2f} mm (truth {gt:.2f})")
