@@ -19,6 +19,7 @@ palm joints, which move rigidly with the root, to their rest positions).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -205,6 +206,8 @@ def save_features(path: Path | str, net: TwoHandPointNet, metadata: dict[str, An
 
     cfg = asdict(net.cfg)
     cfg["widths"] = list(cfg["widths"])
+    # Plain JSON types only, so that the file loads with weights_only=True.
+    metadata = json.loads(json.dumps(metadata, default=str))
     with atomic_path(path) as tmp:
         torch.save({"kind": FEATURE_KIND, "format_version": FORMAT_VERSION, "config": cfg,
                     "state_dict": net.state_dict(), "metadata": metadata}, tmp)  # fmt: skip

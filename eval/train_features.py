@@ -182,6 +182,6 @@ def train_feature_net(
         "data_seconds": round(t_data, 1),
         "train_seconds": round(time.perf_counter() - t0 - t_data, 1),
         "total_seconds": round(time.perf_counter() - t0, 1),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     return net, meta
