@@ -67,7 +67,8 @@ def sample_parallel_vectors(
     device = prior.device
     z_anchor = torch.randn(n, 64, generator=generator).to(device)
     z_other = torch.randn(n, 64, generator=generator).to(device)
-    anchor = prior.codec.fix_anchor_slots(ddim_loop(model, prior.diffusion, z_anchor, None, cfg))
+    anchor = ddim_loop(model, prior.diffusion, z_anchor, None, cfg, None, generator)
+    anchor = prior.codec.fix_anchor_slots(anchor)
     guide_x0 = guide(anchor) if guide is not None else None
     other = ddim_loop(model, prior.diffusion, z_other, None, cfg, guide_x0, generator)
     return anchor, other
