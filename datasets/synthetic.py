@@ -19,6 +19,7 @@ Recipe per pair:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -27,11 +28,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from datasets.skinning import LocalSkinner
 from prior.anatomy import POSE_FAMILIES, angles_to_pose, hand_axes, sample_finger_angles
 from prior.hands import LEFT, RIGHT, ManoPair, TwoHands, convert_joints
 from prior.penetration import (
-    PenetrationPairs,
-    depth_from_pairs,
     farthest_point_subset,
     pair_normals,
     penetrations_from_points,
@@ -109,29 +109,45 @@ def _rot_about(axis: Tensor, angle: Tensor) -> Tensor:
     return roma.rotvec_to_rotmat(axis * angle[:, None])
 
 
+@dataclass(frozen=True)
+class GeneratedBatch:
+    """One batch of accepted pairs from :meth:`SyntheticGenerator.generate`.
+
+    hands: TwoHands (m). kinds: m type names. push: (m,) metres the right hand moved from its
+    nominal (overlapping) placement to contact. depth: (m,) penetration depth after placement on
+    the check subset (metres; zeros when unchecked). kept: (m,) indices into the n attempts.
+    """
+
+    hands: TwoHands
+    kinds: list[str]
+    push: Tensor
+    depth: Tensor
+    kept: Tensor
+
+
 class SyntheticGenerator:
-    """Holds the per-model constants (joint axes, rest wrist, vertex subset) for fast batches.
+    """Holds the per-model constants (joint axes, skinned vertex subset, rest normals).
 
     Args:
         mano: the hand model (stand-in or MANO).
-        subset_size: vertices per hand used for the push-out test (coarse proxy).
-        tol: penetration depth (metres, on the subset) accepted as contact.
-        max_iter: push-out iterations before a pair is rejected.
+        proxy_size: vertices per hand skinned as the surface proxy for the contact search.
+        check_size: vertices (a subset of the proxy) for the penetration check after placement
+            (0: no check).
+        cell: metres, the cell of the height field used for the contact search.
+        tol: penetration depth (metres, on the check subset) above which a pair is rejected.
         beta_std: standard deviation of the shape coefficients.
-        refine: bisection steps after separation (brings the hands back into contact).
     """
 
     def __init__(
         self,
         mano: ManoPair,
-        subset_size: int = 128,
-        tol: float = 0.002,
-        max_iter: int = 8,
+        proxy_size: int = 320,
+        check_size: int = 0,
+        cell: float = 0.006,
+        tol: float = 0.004,
         beta_std: float = 0.6,
-        refine: int = 2,
     ) -> None:
-        self.mano, self.tol, self.max_iter, self.beta_std = mano, tol, max_iter, beta_std
-        self.refine = refine
+        self.mano, self.tol, self.beta_std, self.cell = mano, tol, beta_std, cell
         rest = TwoHands.zeros(1)
         flat = TwoHands(-mano.hands_mean().view(1, 2, 15, 3), rest.betas, rest.rot_mat, rest.transl)
         with torch.no_grad():
@@ -139,7 +155,13 @@ class SyntheticGenerator:
         j21 = convert_joints(meshes.joints, "ih26m", "mano")[0]  # (2, 21, 3) MANO order
         self.axes = [hand_axes(j21[s, :16], j21[s, 16:], 1.0 if s == RIGHT else -1.0)
                      for s in (LEFT, RIGHT)]  # fmt: skip
-        self.subset = farthest_point_subset(meshes.verts[0, RIGHT], subset_size)
+        self.proxy = farthest_point_subset(meshes.verts[0, RIGHT], proxy_size)
+        self.skinner = LocalSkinner(mano, self.proxy)
+        template = torch.stack([lay.v_template for lay in mano.layers]).float()
+        normals = pair_normals(template[None], mano.faces)[0]  # (2, 778, 3) rest normals
+        self.rest_normals = normals[:, self.proxy]  # (2, S, 3)
+        self.check = (farthest_point_subset(meshes.verts[0, RIGHT, self.proxy], check_size)
+                      if check_size > 0 else None)  # fmt: skip
 
     def _poses(self, kinds: list[str], side: int, g: torch.Generator) -> Tensor:
         """(n, 15, 3) finger pose relative to the hand mean."""
@@ -153,13 +175,8 @@ class SyntheticGenerator:
             pose[idx] = angles_to_pose(flex, abd, self.axes[side])
         return pose - self.mano.hands_mean()[side].view(15, 3)
 
-    def generate(self, n: int, g: torch.Generator, kinds: list[str] | None = None) -> tuple:
-        """One batch of ``n`` attempts.
-
-        Returns:
-            (TwoHands (m), kinds (m), depth before push-out (m), depth after (m), kept (m,) indices
-            into the n attempts); m <= n, rejected pairs removed. Depths are on the vertex subset.
-        """
+    def generate(self, n: int, g: torch.Generator, kinds: list[str] | None = None) -> GeneratedBatch:
+        """One batch of ``n`` attempts; pairs that cannot be placed are dropped (see ``kept``)."""
         names = list(INTERACTIONS)
         if kinds is None:
             w = torch.tensor([INTERACTIONS[k].weight for k in names])
@@ -167,14 +184,12 @@ class SyntheticGenerator:
         specs = [INTERACTIONS[k] for k in kinds]
         pose = torch.stack([self._poses(kinds, LEFT, g), self._poses(kinds, RIGHT, g)], 1)
         betas = (self.beta_std * torch.randn(n, 2, 10, generator=g)).clamp(-2.0, 2.0)
-        local = TwoHands(pose, betas, torch.eye(3).expand(n, 2, 3, 3).clone(), torch.zeros(n, 2, 3))
-        with torch.no_grad():
-            meshes = self.mano(local)
+        local = self.skinner(pose, betas)
         rot = self._rotations(specs, g)  # (n, 3, 3)
-        p_l = torch.stack([meshes.joints[i, LEFT, list(_POINTS[s.left_point])].mean(0)
-                           for i, s in enumerate(specs)])  # fmt: skip
-        p_r = torch.stack([meshes.joints[i, RIGHT, list(_POINTS[s.right_point])].mean(0)
-                           for i, s in enumerate(specs)])  # fmt: skip
+        kind_idx = torch.tensor([names.index(k) for k in kinds])
+        p_l = (self._point_weights[0][kind_idx] @ local.joints[:, LEFT])  # (n, 1, 3)
+        p_r = (self._point_weights[1][kind_idx] @ local.joints[:, RIGHT])
+        p_l, p_r = p_l[:, 0], p_r[:, 0]
         offset = torch.tensor([s.offset for s in specs])
         std = torch.tensor([s.offset_std for s in specs])[:, None]
         offset = offset + std * torch.randn(n, 3, generator=g)
@@ -182,20 +197,40 @@ class SyntheticGenerator:
         push = torch.nn.functional.normalize(
             torch.tensor([s.push for s in specs], dtype=torch.float32)
             + 0.15 * torch.randn(n, 3, generator=g), dim=-1)  # fmt: skip
-        left_v = meshes.verts[:, LEFT]
-        right_v = meshes.verts[:, RIGHT] @ rot.transpose(1, 2) + t0[:, None]
-        lam, depth0, depth = self._push_out(left_v, right_v, push)
+        left_v = local.verts[:, LEFT]
+        right_v = local.verts[:, RIGHT] @ rot.transpose(1, 2) + t0[:, None]
+        lam = contact_distance(left_v, right_v, push, self.cell)
+        ok = torch.isfinite(lam)
         gap_lo = torch.tensor([s.gap[0] for s in specs])
         gap_hi = torch.tensor([s.gap[1] for s in specs])
-        lam = lam + gap_lo + (gap_hi - gap_lo) * torch.rand(n, generator=g)
+        lam = torch.where(ok, lam, 0.0) + gap_lo + (gap_hi - gap_lo) * torch.rand(n, generator=g)
         t = t0 + lam[:, None] * push
-        wrist = meshes.joints[:, RIGHT, 20]  # rest wrist (MANO rotates about it)
+        depth = torch.zeros(n)
+        if self.check is not None:
+            sub = self.check
+            pts = torch.stack([left_v[:, sub], right_v[:, sub] + (t - t0)[:, None]], 1)
+            nrm = _unit(local.frames[:, :, sub] @ self.rest_normals[:, sub, :, None])[..., 0]
+            nrm = torch.stack([nrm[:, LEFT], nrm[:, RIGHT] @ rot.transpose(1, 2)], 1)
+            depth = plane_depth(pts, nrm)
+            ok &= depth < self.tol
+        wrist = local.joints[:, RIGHT, 20]  # rest wrist (MANO rotates about it)
         transl_r = t + (rot @ wrist[..., None])[..., 0] - wrist
-        keep = depth < self.tol
         hands = TwoHands(pose, betas, torch.stack([torch.eye(3).expand(n, 3, 3), rot], 1),
                          torch.stack([torch.zeros(n, 3), transl_r], 1))  # fmt: skip
-        idx = keep.nonzero(as_tuple=True)[0]
-        return hands[idx], [kinds[i] for i in idx.tolist()], depth0[idx], depth[idx], idx
+        idx = ok.nonzero(as_tuple=True)[0]
+        return GeneratedBatch(hands[idx], [kinds[i] for i in idx.tolist()], lam[idx], depth[idx], idx)
+
+    @functools.cached_property
+    def _point_weights(self) -> tuple[Tensor, Tensor]:
+        """Per side, (types, 1, 21) averaging weights of each type's contact point (IH26M joints)."""
+        out = []
+        for attr in ("left_point", "right_point"):
+            w = torch.zeros(len(INTERACTIONS), 1, 21)
+            for i, spec in enumerate(INTERACTIONS.values()):
+                joints = list(_POINTS[getattr(spec, attr)])
+                w[i, 0, joints] = 1.0 / len(joints)
+            out.append(w)
+        return out[0], out[1]
 
     def _rotations(self, specs: list[Interaction], g: torch.Generator) -> Tensor:
         n = len(specs)
@@ -208,57 +243,67 @@ class SyntheticGenerator:
                                                           dtype=torch.float32), dim=-1)  # fmt: skip
         return _rot_about(axis, twist) @ noise @ nominal
 
-    def _push_out(self, left: Tensor, right: Tensor, push: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Move the right hand along ``push`` until its subset depth is below ``tol``.
 
-        The hands move rigidly, so the subset points and normals are computed once.
-        Returns (distance moved (n,), depth before (n,), depth after (n,)), metres.
-        """
-        n = left.shape[0]
-        verts = torch.stack([left, right], 1)
-        normals = pair_normals(verts, self.mano.faces, self.subset)
-        points = verts[:, :, self.subset]
-        lam, depth = torch.zeros(n), torch.zeros(n)
-        lam_lo = torch.zeros(n)  # largest tried distance that still penetrated
+def _unit(v: Tensor) -> Tensor:
+    return v / v.norm(dim=-2, keepdim=True).clamp_min(1e-12)
 
-        def measure(rows: Tensor, dist: Tensor) -> tuple[Tensor, PenetrationPairs, Tensor]:
-            pts = points[rows].clone()
-            pts[:, RIGHT] += dist[:, None, None] * push[rows, None]
-            pairs = penetrations_from_points(pts, normals[rows])
-            return depth_from_pairs(pts, pairs), pairs, pts
 
-        active = torch.arange(n)
-        depth0 = None
-        for it in range(self.max_iter + 1):
-            d, pairs, pts = measure(active, lam[active])
-            depth[active] = d
-            if depth0 is None:
-                depth0 = depth.clone()
-            still = d >= self.tol
-            if it == self.max_iter or not still.any():
-                break
-            # Push by the largest exit distance along the push axis over the inside pairs.
-            rows = pairs.sample
-            qi = pts[rows, pairs.side, pairs.query]
-            tj = pts[rows, 1 - pairs.side, pairs.target]
-            sign = torch.where(pairs.side == RIGHT, 1.0, -1.0)[:, None]
-            need = ((tj - qi) * sign * push[active][rows]).sum(-1)
-            step = torch.zeros(active.numel()).scatter_reduce(0, rows, need, "amax")
-            step = torch.maximum(step, d) + 0.5 * self.tol
-            active, step = active[still], step[still]
-            lam_lo[active] = lam[active]
-            lam[active] += step
-        # Two bisection steps between the last penetrating and the separated distance: contact.
-        done = (depth < self.tol).nonzero(as_tuple=True)[0]
-        for _ in range(self.refine):
-            if done.numel() == 0:
-                break
-            mid = 0.5 * (lam_lo[done] + lam[done])
-            d, _, _ = measure(done, mid)
-            ok = d < self.tol
-            lam[done[ok]], depth[done[ok]] = mid[ok], d[ok]
-            lam_lo[done[~ok]] = mid[~ok]
-        return lam, depth0, depth
+def plane_depth(points: Tensor, normals: Tensor) -> Tensor:
+    """Penetration depth of sparse surface samples: the normal test of ``prior.penetration``
+    (nearest point of the other hand, inside when behind its normal), measured as the distance
+    behind that point's tangent plane, which unlike the point-to-point distance does not grow
+    with the sample spacing.
+
+    Args:
+        points, normals: (n, 2, S, 3) both hands' samples and outward unit normals.
+    Returns:
+        (n,) metres, 0 where nothing is inside.
+    """
+    pairs = penetrations_from_points(points, normals)
+    q = points[pairs.sample, pairs.side, pairs.query]
+    other = 1 - pairs.side
+    behind = (normals[pairs.sample, other, pairs.target]
+              * (points[pairs.sample, other, pairs.target] - q)).sum(-1)  # fmt: skip
+    return points.new_zeros(points.shape[0]).scatter_reduce(0, pairs.sample, behind, "amax")
+
+
+def contact_distance(left: Tensor, right: Tensor, push: Tensor, cell: float) -> Tensor:
+    """Distance to move the right hand along ``push`` so that it just touches the left hand.
+
+    A height field: the plane orthogonal to ``push`` is cut into ``cell``-sized squares; each
+    square holds the highest left-hand point (along ``push``) of its 3x3 neighbourhood, and
+    the right hand must lie above it wherever it has points. The move is the largest
+    ``height - right height`` over the right hand's points: after it, the hands touch where they
+    are tightest and overlap nowhere (at the proxy's resolution). Negative when the hands are
+    apart along ``push`` (the right hand is brought back into contact).
+
+    Args:
+        left, right: (n, V, 3) proxy points. push: (n, 3) unit directions. cell: metres.
+    Returns:
+        (n,) metres; -inf where no right point is above or below a left one (no contact along
+        ``push``).
+    """
+    n = left.shape[0]
+    helper = torch.eye(3)[push.abs().argmin(-1)]
+    e1 = torch.nn.functional.normalize(torch.linalg.cross(push, helper), dim=-1)
+    e2 = torch.linalg.cross(push, e1)
+    basis = torch.stack([e1, e2, push], 2)  # (n, 3, 3) columns
+    lp, rp = left @ basis, right @ basis  # (n, V, 3): plane coordinates and height
+    lo = lp[..., :2].amin(1, keepdim=True) - 2 * cell
+    size = int(math.ceil(float((lp[..., :2].amax(1) - lo[:, 0]).max()) / cell)) + 3
+    pad = size * size  # a spill cell for points outside the grid
+
+    def cells(p: Tensor) -> Tensor:
+        ij = ((p[..., :2] - lo) / cell).floor().long()
+        inside = ((ij >= 0) & (ij < size)).all(-1)
+        return torch.where(inside, ij[..., 0] * size + ij[..., 1], pad)
+
+    top = torch.full((n, pad + 1), -math.inf).scatter_reduce(1, cells(lp), lp[..., 2], "amax")
+    grid = top[:, :pad].view(n, size, size)
+    grid = torch.maximum(grid, torch.maximum(grid.roll(1, 1), grid.roll(-1, 1)))  # 3x3 max:
+    grid = torch.maximum(grid, torch.maximum(grid.roll(1, 2), grid.roll(-1, 2)))  # separable
+    top = torch.cat([grid.reshape(n, pad), torch.full((n, 1), -math.inf)], 1)
+    return (top.gather(1, cells(rp)) - rp[..., 2]).amax(1)
 
 
 def random_two_hands(
@@ -267,7 +312,7 @@ def random_two_hands(
     kinds: list[str] | None = None,
     mano: ManoPair | None = None,
     synth: SyntheticGenerator | None = None,
-    chunk: int = 2048,
+    chunk: int = 1024,
 ) -> tuple[TwoHands, list[str]]:
     """``n`` synthetic interactions in the left hand's model frame (see the module doc).
 
@@ -299,8 +344,9 @@ def random_two_hands(
             break
         batch = pending[:chunk]
         want = [kinds[p] for p in batch]
-        hands, got, _, _, kept = synth.generate(len(batch), generator, want)
-        pos = torch.tensor(batch, dtype=torch.long)[kept]
+        out = synth.generate(len(batch), generator, want)
+        hands, got = out.hands, out.kinds
+        pos = torch.tensor(batch, dtype=torch.long)[out.kept]
         parts.append((pos, hands))
         for p, k in zip(pos.tolist(), got):
             labels[p] = k
