@@ -33,7 +33,10 @@ from prior.guidance import GuideFn, apg_schedule
 from prior.hands import ManoPair, TwoHands
 from prior.penetration import Mode, PenetrationPairs, energy_from_pairs, find_penetrations
 
-__all__ = ["DecodeFn", "penetration_guidance", "penetration_guidance_loop", "step_sizes"]
+__all__ = [
+    "DecodeFn", "gradient_preconditioner", "penetration_guidance", "penetration_guidance_loop",
+    "step_sizes",
+]  # fmt: skip
 
 # decode(anchor (B,64), other (B,64)) -> TwoHands in the anchor frame.
 DecodeFn = Callable[[Tensor, Tensor], TwoHands]
@@ -64,6 +67,19 @@ def step_sizes(
     keep[TRANSL] = True
     s[-1, ~keep] *= last_step_scale
     return s
+
+
+def gradient_preconditioner(codec: HandCodec | DecodeFn, dim: int = 64) -> Tensor | float:
+    """Per-dimension factor that makes the original's step sizes mean the same in metres.
+
+    InterHandGen's schedule (7 * 0.9^k) was tuned in its variance-normalised space, where one
+    unit of the translation is ~2 mm. Moving raw parameters by ``-s * var^2 * grad_raw`` there
+    equals moving our std-normalised vector by ``-s * std^2 * grad_x``: without this factor a
+    step would be ~600x larger in metres and throws hands metres apart.
+    """
+    if isinstance(codec, HandCodec) and codec.cfg.norm == "std":
+        return torch.cat([codec.hand_scale, codec.rel_scale]).detach().square()
+    return 1.0
 
 
 def _check_x0(x0_hat: Tensor, anchor: Tensor, step: int, num_steps: int) -> None:
@@ -104,6 +120,7 @@ def penetration_guidance(
     """
     decode = _decoder(codec, mano)
     sizes = step_sizes(num_steps, weight, decay, last_step_scale, anchor.shape[1]).to(anchor)
+    precond = gradient_preconditioner(codec, anchor.shape[1])
     anchor = anchor.detach()
 
     def guide_x0(x0_hat: Tensor, step: int) -> Tensor:
@@ -127,7 +144,7 @@ def penetration_guidance(
             energy = energy_from_pairs(verts, sub, rho=rho, scale=scale).sum()
             (grad,) = torch.autograd.grad(energy, xa)
         out = x0_hat.clone()
-        out[active] = x0_hat[active] - sizes[step] * grad
+        out[active] = x0_hat[active] - sizes[step] * precond * grad
         return out
 
     return guide_x0
@@ -152,6 +169,7 @@ def penetration_guidance_loop(
     """
     decode = _decoder(codec, mano)
     sizes = step_sizes(num_steps, weight, decay, last_step_scale, anchor.shape[1]).to(anchor)
+    precond = gradient_preconditioner(codec, anchor.shape[1])
     anchor = anchor.detach()
 
     def guide_x0(x0_hat: Tensor, step: int) -> Tensor:
@@ -165,6 +183,6 @@ def penetration_guidance_loop(
                 pairs = find_penetrations(verts, meshes.faces, mode="exact")
                 total = total + energy_from_pairs(verts, pairs, rho=rho, scale=scale).sum()
             (grad,) = torch.autograd.grad(total, x)
-        return x0_hat - sizes[step] * grad
+        return x0_hat - sizes[step] * precond * grad
 
     return guide_x0

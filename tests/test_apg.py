@@ -66,3 +66,15 @@ def test_decode_callable_is_accepted(mano: ManoPair) -> None:
     a = penetration_guidance(codec, mano, anchor)(other, 41)
     b = penetration_guidance(lambda x, y: codec.decode(x, y, mano), mano, anchor)(other, 41)
     torch.testing.assert_close(a, b)
+
+
+def test_preconditioner_keeps_the_original_step_in_metres():
+    """std-normalised codecs scale the gradient by std^2; the variance quirk needs no factor."""
+    from prior.apg import gradient_preconditioner
+    from prior.codec import CodecConfig, HandCodec
+
+    codec = HandCodec(CodecConfig(norm="std"))
+    codec.rel_scale.fill_(0.04)
+    factor = gradient_preconditioner(codec)
+    assert factor.shape == (64,) and torch.allclose(factor[-3:], torch.full((3,), 0.0016))
+    assert gradient_preconditioner(HandCodec(CodecConfig(norm="variance_quirk"))) == 1.0
