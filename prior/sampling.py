@@ -184,8 +184,11 @@ def sample_two_hands(
 ) -> TwoHands:
     """Sample ``n`` two-hand interactions, as TwoHands in the anchor (left-hand) frame.
 
-    See :func:`sample_vectors` for the arguments; ``mano`` decodes the vectors.
+    See :func:`sample_vectors` for the arguments; ``mano`` decodes the vectors. With
+    ``cfg.apg`` and no explicit ``guide``, anti-penetration guidance comes from ``cfg``.
     """
+    if guide is None and cfg.apg:
+        guide = apg_factory(prior, mano, cfg)
     anchor, other = sample_vectors(prior, n, cfg, generator, guide)
     with torch.no_grad():
         return prior.codec.decode(anchor, other, mano)

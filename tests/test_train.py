@@ -18,6 +18,8 @@ from prior.codec import HandCodec, NormStats
 from prior.denoiser import DenoiserConfig, HandDenoiser
 from prior.diffusion import DiffusionConfig, GaussianDiffusion
 from prior.hands import ManoPair
+from prior.penetration import penetration_energy
+from prior.sampling import SamplerConfig, sample_two_hands
 from prior.train import TrainConfig, encode_dataset, evaluate_loss, train, training_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +140,7 @@ def test_torchrun_two_processes_agree(tmp_path, hands, mano):
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-4, msg=name)
 
 
-def _learning_run(tmp_path, hands, mano, steps: int) -> tuple[float, float]:
+def _learning_run(tmp_path, hands, mano, steps: int) -> tuple[float, float, Path]:
     cfg = TrainConfig(denoiser=DenoiserConfig(hidden=96, emb=32, ff_dim=64, layers=3, skips=(1,)),
                       batch_size=64, lr=2e-3, max_steps=steps, checkpoint_every=steps,
                       log_every=steps, val_size=0, ema_rate=0.0)  # fmt: skip
@@ -148,15 +150,29 @@ def _learning_run(tmp_path, hands, mano, steps: int) -> tuple[float, float]:
     trained = evaluate_loss(prior.denoiser, prior.diffusion, prior.codec, held_out)["loss"]
     torch.manual_seed(0)
     untrained = evaluate_loss(HandDenoiser(cfg.denoiser), prior.diffusion, prior.codec, held_out)["loss"]
-    return trained, untrained
+    return trained, untrained, path
 
 
 def test_a_tiny_model_learns_to_denoise(tmp_path, hands, mano):
     # Normalised data has unit variance per dim: predicting 0 costs ~2 (two hands), the best
     # denoiser ~0.5. An untrained network is near 2; 150 steps must get well below it.
-    trained, untrained = _learning_run(tmp_path, hands, mano, 150)
+    trained, untrained, path = _learning_run(tmp_path, hands, mano, 150)
     assert untrained > 1.5
     assert trained < 0.6 * untrained, (trained, untrained)
+    # Its samples penetrate less with anti-penetration guidance, and APG moves hands by
+    # millimetres, not metres (the step is preconditioned for the std normalisation).
+    prior = load_prior(path)
+    energy, distance = {}, {}
+    for apg in (False, True):
+        hands_s = sample_two_hands(prior, mano, 16, SamplerConfig(apg=apg),
+                                   torch.Generator().manual_seed(5))  # fmt: skip
+        meshes = mano(hands_s)
+        energy[apg] = penetration_energy(meshes, mode="exact").mean().item()
+        distance[apg] = (meshes.middle_mcp()[:, 1] - meshes.middle_mcp()[:, 0]).norm(dim=-1)
+    assert energy[False] > 0, "the unguided samples should penetrate for this test to mean anything"
+    print("penetration energy without / with APG:", energy)
+    assert energy[True] < 0.5 * energy[False], energy
+    assert distance[True].max() < 1.5 * distance[False].max() and (distance[True] - distance[False]).abs().median() < 0.02
 
 
 def test_norm_stats_are_stored_with_the_prior(tmp_path, hands, mano):
