@@ -172,7 +172,7 @@ def test_a_tiny_model_learns_to_denoise(tmp_path, hands, mano):
     assert energy[False] > 0, "the unguided samples should penetrate for this test to mean anything"
     print("penetration energy without / with APG:", energy)
     assert energy[True] < 0.5 * energy[False], energy
-    assert distance[True].max() < 1.5 * distance[False].max() and (distance[True] - distance[False]).abs().median() < 0.02
+    assert distance[True].max() < 1.0 and (distance[True] - distance[False]).abs().median() < 0.02
 
 
 def test_norm_stats_are_stored_with_the_prior(tmp_path, hands, mano):
