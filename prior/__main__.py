@@ -205,6 +205,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from prior.export import export_prior  # noqa: PLC0415
+
+    record = export_prior(Path(args.run), Path(args.out), commit=args.commit)
+    print(f"exported step {record['step']} of {args.run} to {args.out} "  # noqa: T201 (CLI output)
+          f"(held-out loss {record['final_val_loss']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m prior", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -226,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sa.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     sa.set_defaults(func=cmd_sample)
+    ex = sub.add_parser("export", help="publish a run's prior.pt with its record and loss curve")
+    ex.add_argument("--run", required=True, help="training out_dir")
+    ex.add_argument("--out", required=True, help="destination .pt (a .json and _loss.png go beside)")
+    ex.add_argument("--commit", help="code commit the run was trained with (default: HEAD)")
+    ex.set_defaults(func=cmd_export)
     return parser
 
 
