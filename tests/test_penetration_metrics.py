@@ -10,6 +10,7 @@ import torch
 import trimesh
 
 from eval import penetration as P
+from eval.winding import point_surface_dist
 
 R = 0.02  # sphere radius (m)
 
@@ -137,3 +138,70 @@ def test_failures_are_nan_and_flagged(sphere) -> None:
     assert failed.tolist() == [True] and math.isnan(vol[0].item())
     m = P.evaluate_penetration(verts, torch.stack([f, f]))
     assert m.summary()["n_failed"] == 1.0 and math.isnan(m.contact[1].item())
+
+
+def test_thin_sphere_lens_matches_analytic() -> None:
+    """A 2 mm lens between two finely tessellated spheres: within 10% of the ideal lens."""
+    m = trimesh.creation.icosphere(subdivisions=4, radius=R)
+    v, f = _mesh(m)
+    d = 2 * R - 0.002
+    vol, failed = P.intersection_volume(*_pair(v, v + torch.tensor([d, 0.0, 0.0]), f))
+    lens = math.pi * (4 * R + d) * (2 * R - d) ** 2 / 12 * 1e6
+    assert not failed.any()
+    assert vol.item() == pytest.approx(lens, rel=0.10)
+
+
+@pytest.fixture(scope="module")
+def hand_pairs() -> tuple[torch.Tensor, torch.Tensor]:
+    """The stand-in left hand against rotated, shifted copies of itself (overlapping)."""
+    import roma
+
+    from prior.hands import ManoPair, TwoHands
+
+    mano = ManoPair()
+    with torch.no_grad():
+        out = mano(TwoHands.zeros(1))
+    v = out.verts[0, 0]
+    c = v.mean(0)
+    g = torch.Generator().manual_seed(3)
+    pairs = []
+    for shift in ((0.0, -0.02, 0.0), (0.09, 0.0, 0.0), (0.0, 0.0, 0.07)):  # 7-26 cm^3
+        rot = roma.rotvec_to_rotmat(0.15 * torch.randn(3, generator=g))
+        pairs.append(torch.stack([v, (v - c) @ rot.T + c + torch.tensor(shift)]))
+    return torch.stack(pairs), torch.stack([out.faces[0], out.faces[0]])
+
+
+def test_surface_volume_agrees_with_voxel_reference(hand_pairs) -> None:
+    verts, faces = hand_pairs
+    fast, failed = P.intersection_volume(verts, faces)
+    ref, ref_failed = P.intersection_volume(verts, faces, voxel=0.002, method="voxel")
+    assert not failed.any() and not ref_failed.any()
+    assert (ref > 1.0).all()  # substantial overlaps, where the voxel reference is accurate
+    assert torch.allclose(fast, ref, rtol=0.10)
+
+
+def test_depth_matches_brute_force(hand_pairs) -> None:
+    """Depth = deepest vertex inside the other hand (winding number) at its exact distance."""
+    verts, faces = hand_pairs
+    depth = P.penetration_depth(verts, faces)
+    for i in range(verts.shape[0]):
+        best = 0.0
+        for h in range(2):
+            a, b = verts[i, h].double(), verts[i, 1 - h].double()
+            w = P.winding_numbers(a[None], b[None], faces[1 - h])[0]
+            inside = a[w > 0.5]
+            if inside.shape[0]:
+                best = max(best, float(point_surface_dist(inside, b[faces[1 - h]]).max()))
+        assert depth[i].item() == pytest.approx(best, abs=1e-5)
+        assert best > 0.002
+
+
+def test_batched_equals_one_by_one(hand_pairs) -> None:
+    verts, faces = hand_pairs
+    far = verts[:1].clone()
+    far[0, 1] += 0.3
+    batch = torch.cat([verts, far])
+    vol, _ = P.intersection_volume(batch, faces, block=2)
+    single = torch.cat([P.intersection_volume(batch[i : i + 1], faces)[0] for i in range(4)])
+    assert vol[3].item() == 0.0
+    assert torch.allclose(vol, single, rtol=1e-6, atol=0)
