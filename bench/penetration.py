@@ -11,7 +11,9 @@ into each other: the right hand moves along the direction of the closest vertex 
 distance plus 3-5 mm. Making the pairs is not timed (``--cache`` keeps them for reruns).
 
 What is timed: ``evaluate_penetration`` (intersection volume, depth, minimum distance, contact)
-of every pair, wall and CPU time (``time.process_time``, all threads). ``--check K`` compares
+of every pair, wall and CPU time (``time.process_time``, all threads). Default ``--threads 1``:
+the kernels are many small tensor ops, and on a busy 2-core machine a second torch thread made
+them about 4x slower (thread spin-waits); on a quiet machine compare ``--threads 2``. ``--check K`` compares
 the volumes of the first K penetrating pairs with the voxel reference at ``--ref-voxel``
 (not timed). The last line is machine readable: ``pen_10k_s=<wall seconds scaled to 10,000>``.
 """
