@@ -11,15 +11,17 @@ times the share of its area inside the other hand. Hence:
    (whole patches far from the other surface are single nodes); components reaching outside the
    other hand's bounding box are outside, the rest take one winding number.
 2. Faces crossing the other surface (exactly those hitting one of its triangles) are split into
-   ``k * k`` equal sub-triangles, ``k = ceil(longest edge / resolution)``, each classified by the
-   winding number of its centre. Points of the first hand move ``TIE`` inward and those of the
-   second outward, so that coincident surfaces (a mesh against a copy of itself, boxes sharing a
-   face plane) are counted once.
+   ``k * k`` equal sub-triangles, ``k = ceil(longest edge / resolution)``. The signed distance
+   to the other surface is measured at the sub-triangle corners (the nearest triangle among
+   those provably in reach, sign by the angle-weighted pseudo-normal of its closest feature),
+   and each sub-triangle counts the area where its linear interpolation is negative. Points of
+   the first hand move ``TIE`` inward and those of the second outward, so that coincident
+   surfaces (a mesh against a copy of itself, boxes sharing a face plane) are counted once.
 
-Only crossing faces need more than a few winding numbers, and sample pairs whose bounding boxes
-do not overlap cost nothing. The result is deterministic; exact for faces wholly in or out, and
-the sub-triangle sampling error of crossing faces is in the contributions ``x . n`` relative to
-an origin at the centre of the overlap box, so it stays small for thin overlaps. Depth: every
+Only a few winding numbers are needed per sample, and pairs whose bounding boxes do not overlap
+cost nothing. The result is deterministic; exact for faces wholly in or out, and the error of
+crossing faces is weighted by ``x . n`` about an origin amid the crossing faces, so it stays
+small for thin overlaps. Depth: every
 vertex inherits the state of a non-crossing face around it (else one winding number); the
 deepest inside vertex is measured with exact point-triangle distances.
 """
