@@ -21,9 +21,8 @@ times the share of its area inside the other hand. Hence:
 Only a few winding numbers are needed per sample, and pairs whose bounding boxes do not overlap
 cost nothing. The result is deterministic; exact for faces wholly in or out, and the error of
 crossing faces is weighted by ``x . n`` about an origin amid the crossing faces, so it stays
-small for thin overlaps. Depth: every
-vertex inherits the state of a non-crossing face around it (else one winding number); the
-deepest inside vertex is measured with exact point-triangle distances.
+small for thin overlaps. Depth: corners of crossing faces have their signed distance; other
+vertices take the state of a face around them and, when inside, their exact distance.
 """
 
 from __future__ import annotations
