@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# The suite is many small tensor ops: on 2 cores a second intra-op thread mostly waits on the
+# first (measured 4x slower for the penetration kernels), so tests run single-threaded.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
