@@ -77,27 +77,30 @@ class LocalSkinner:
         if parents != MANO_PARENTS:
             raise ValueError(f"LocalSkinner expects MANO's kinematic tree, got parents {parents}")
 
-    def __call__(self, pose_aa: Tensor, betas: Tensor) -> LocalHands:
+    def __call__(self, pose_aa: Tensor, betas: Tensor, side: int | None = None) -> LocalHands:
         """Pose both hands in their local frames.
 
         Args:
             pose_aa: (N, 2, 15, 3) finger pose relative to the hand mean (``TwoHands`` convention).
             betas: (N, 2, 10).
+            side: pose only this side; then the hand axis of the inputs and outputs has size 1.
         Returns:
             LocalHands.
         """
         n = pose_aa.shape[0]
         v = self.template.shape[1]
+        sl = slice(None) if side is None else slice(side, side + 1)
+        h = 2 if side is None else 1
         with torch.no_grad():
-            b = betas.transpose(0, 1)  # (2, N, 10): one GEMM per side
-            shaped = self.template + (b @ self.shapedirs).transpose(0, 1).view(n, 2, v, 3)
-            j_rest = self.j_template + (b @ self.j_shapedirs).transpose(0, 1).view(n, 2, 16, 3)
-            rot = roma.rotvec_to_rotmat(pose_aa + self.pose_mean)  # (N, 2, 15, 3, 3)
+            b = betas.transpose(0, 1)  # (h, N, 10): one GEMM per side
+            shaped = self.template[sl] + (b @ self.shapedirs[sl]).transpose(0, 1).view(n, h, v, 3)
+            j_rest = self.j_template[sl] + (b @ self.j_shapedirs[sl]).transpose(0, 1).view(n, h, 16, 3)
+            rot = roma.rotvec_to_rotmat(pose_aa + self.pose_mean[sl])  # (N, h, 15, 3, 3)
             if self.posedirs is not None:
-                feat = (rot - torch.eye(3)).reshape(n, 2, 135).transpose(0, 1)
-                shaped = shaped + (feat @ self.posedirs).transpose(0, 1).view(n, 2, v, 3)
+                feat = (rot - torch.eye(3)).reshape(n, h, 135).transpose(0, 1)
+                shaped = shaped + (feat @ self.posedirs[sl]).transpose(0, 1).view(n, h, v, 3)
             # Forward kinematics one level at a time (five chains of three joints).
-            g_rot, g_pos = [torch.eye(3).expand(n, 2, 1, 3, 3)], [j_rest[:, :, :1]]
+            g_rot, g_pos = [torch.eye(3).expand(n, h, 1, 3, 3)], [j_rest[:, :, :1]]
             prev_rot, prev_pos, prev_rest = None, j_rest[:, :, :1], j_rest[:, :, :1]
             for level in _LEVELS:
                 rest = j_rest[:, :, level]
@@ -110,21 +113,21 @@ class LocalSkinner:
                 prev_pos, prev_rest = pos, rest
                 g_rot.append(prev_rot)
                 g_pos.append(pos)
-            grot = torch.cat(g_rot, 2)[:, :, _INV_PERM]  # (N, 2, 16, 3, 3) MANO order
-            gpos = torch.cat(g_pos, 2)[:, :, _INV_PERM]  # (N, 2, 16, 3)
+            grot = torch.cat(g_rot, 2)[:, :, _INV_PERM]  # (N, h, 16, 3, 3) MANO order
+            gpos = torch.cat(g_pos, 2)[:, :, _INV_PERM]  # (N, h, 16, 3)
             shift = gpos - _mv(grot, j_rest)
-            affine = torch.cat([grot.reshape(n, 2, 16, 9), shift], -1)  # (N, 2, 16, 12)
+            affine = torch.cat([grot.reshape(n, h, 16, 9), shift], -1)  # (N, h, 16, 12)
             # One GEMM per side, (v, 16) @ (16, N*12), much faster than N small products; the
             # result stays in (2, v, N, 12) layout for the element-wise products below.
-            flat = affine.permute(1, 2, 0, 3).reshape(2, 16, n * 12)
-            blend = (self.weights @ flat).view(2, v, n, 12)
-            x = shaped.permute(1, 2, 0, 3)  # (2, v, N, 3)
+            flat = affine.permute(1, 2, 0, 3).reshape(h, 16, n * 12)
+            blend = (self.weights[sl] @ flat).view(h, v, n, 12)
+            x = shaped.permute(1, 2, 0, 3)  # (h, v, N, 3)
             out = blend[..., 9:] + blend[..., 0:9:3] * x[..., :1] + blend[..., 1:9:3] * x[..., 1:2] \
                 + blend[..., 2:9:3] * x[..., 2:3]
             verts = out.permute(2, 0, 1, 3)
             s = self.num_verts
             joints = torch.cat([gpos, verts[:, :, s:]], 2)[:, :, _TO_IH26M]
-            frames = blend[:, :s, :, :9].permute(2, 0, 1, 3).reshape(n, 2, s, 3, 3)
+            frames = blend[:, :s, :, :9].permute(2, 0, 1, 3).reshape(n, h, s, 3, 3)
         return LocalHands(verts[:, :, :s].contiguous(), joints, frames)
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datasets.skinning import LocalSkinner
+from datasets.skinning import LocalHands, LocalSkinner
 from prior.anatomy import POSE_FAMILIES, angles_to_pose, hand_axes, sample_finger_angles
 from prior.hands import LEFT, RIGHT, ManoPair, TwoHands, convert_joints
 from prior.penetration import (
@@ -46,7 +46,13 @@ __all__ = [
 _FACING = ((-1, 0, 0), (0, -1, 0), (0, 0, 1))  # palms facing, fingers the same way (Rz(pi))
 _OPPOSED = ((1, 0, 0), (0, -1, 0), (0, 0, -1))  # palms facing, fingers opposed (Rx(pi))
 _ACROSS = ((0, 0, -1), (0, 1, 0), (1, 0, 0))  # same facing, fingers across (Ry(pi/2))
-_GRIP = ((0, 0, 1), (0, -1, 0), (1, 0, 0))  # right palm up, its knuckle line along left fingers
+_GRIP = ((0, 0, 1), (0, -1, 0), (1, 0, 0))  # palms facing, fingers crossed at 90 degrees
+_C45 = math.sqrt(0.5)
+_DIAGONAL = ((_C45, 0, -_C45), (0, -1, 0), (-_C45, 0, -_C45))  # palms facing, fingers at 135 deg
+
+# Finger (thumb, index, middle, ring, pinky) of each MANO16 joint 1..15.
+_FINGER_OF = {**{j: 1 for j in (1, 2, 3)}, **{j: 2 for j in (4, 5, 6)}, **{j: 4 for j in (7, 8, 9)},
+              **{j: 3 for j in (10, 11, 12)}, **{j: 0 for j in (13, 14, 15)}}  # fmt: skip
 
 # IH26M joint groups for the contact points.
 _POINTS = {
@@ -69,6 +75,9 @@ class Interaction:
         the push axis, uniform in +-twist. offset_std: metres per axis.
     left_families, right_families: finger-pose families. gap: (min, max) extra distance
         after separation (non-zero only for hands near but apart). weight: frequency.
+    close: per side (left, right), the range of the curl target (fraction of each joint's
+        flexion limit) that the fingers close towards after placement, stopping at contact
+        with the other hand; (0, 0) leaves the fingers as sampled.
     """
 
     rot_cols: tuple[tuple[float, float, float], ...]
@@ -83,22 +92,25 @@ class Interaction:
     right_families: tuple[str, ...]
     gap: tuple[float, float] = (0.0, 0.0)
     weight: float = 1.0
+    close: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
 
 
 INTERACTIONS: dict[str, Interaction] = {
     "palm_to_palm": Interaction(_FACING, "palm", "palm", (0.0, -0.02, 0.0), (0, -1, 0), 0.12,
-                                0.3, 0.008, ("open", "relaxed"), ("open", "relaxed")),
-    "interlaced": Interaction(_FACING, "palm", "palm", (0.0, -0.02, 0.0), (0, -1, 0), 0.1, 0.7,
-                              0.008, ("relaxed", "grasp"), ("relaxed", "grasp")),
-    "clasped": Interaction(_OPPOSED, "palm", "palm", (-0.01, -0.02, 0.0), (0, -1, 0), 0.15, 0.4,
-                           0.01, ("grasp", "relaxed"), ("grasp",)),
+                                0.3, 0.008, ("open",), ("open", "relaxed")),
+    "interlaced": Interaction(_DIAGONAL, "palm", "palm", (0.0, -0.02, 0.0), (0, -1, 0), 0.1, 0.35,
+                              0.01, ("open",), ("open",), close=((0.75, 1.0), (0.75, 1.0))),
+    "clasped": Interaction(_GRIP, "palm", "palm", (0.0, -0.02, 0.0), (0, -1, 0), 0.12, 0.3,
+                           0.01, ("open", "relaxed"), ("open", "relaxed"),
+                           close=((0.7, 1.0), (0.7, 1.0))),
     "fingertip_touch": Interaction(_OPPOSED, "index_tip", "index_tip", (0.005, 0.0, 0.0),
                                    (-1, 0, 0), 0.25, 0.6, 0.004, ("point", "pinch", "open"),
                                    ("point", "pinch", "open")),
     "crossed": Interaction(_ACROSS, "palm", "palm", (0.0, 0.02, 0.0), (0, 1, 0), 0.15, 0.5,
                            0.012, ("relaxed", "open", "fist"), ("relaxed", "open")),
-    "holding_fingers": Interaction(_GRIP, "fingers", "palm", (0.0, -0.015, 0.01), (0, -1, 0),
-                                   0.15, 0.2, 0.006, ("open", "relaxed", "point"), ("grasp",)),
+    "holding_fingers": Interaction(_GRIP, "fingers", "palm", (0.0, -0.015, 0.0), (0, -1, 0),
+                                   0.12, 0.2, 0.006, ("open", "relaxed", "point"), ("open",),
+                                   close=((0.0, 0.0), (0.8, 1.0))),
     "apart": Interaction(_FACING, "palm", "palm", (0.0, -0.02, 0.0), (0, -1, 0), 0.5, math.pi,
                          0.02, tuple(POSE_FAMILIES), tuple(POSE_FAMILIES), gap=(0.015, 0.08)),
 }  # fmt: skip
@@ -136,6 +148,9 @@ class SyntheticGenerator:
         cell: metres, the cell of the height field used for the contact search.
         tol: penetration depth (metres, on the check subset) above which a pair is rejected.
         beta_std: standard deviation of the shape coefficients.
+        probe_size: finger points per hand tested while closing the fingers; target_size:
+            proxy points of the other hand they are tested against.
+        levels: closing steps per finger. close_margin: metres kept from the other hand.
     """
 
     def __init__(
@@ -146,6 +161,10 @@ class SyntheticGenerator:
         cell: float = 0.006,
         tol: float = 0.004,
         beta_std: float = 0.6,
+        probe_size: int = 48,
+        target_size: int = 128,
+        levels: int = 8,
+        close_margin: float = 0.005,
     ) -> None:
         self.mano, self.tol, self.beta_std, self.cell = mano, tol, beta_std, cell
         rest = TwoHands.zeros(1)
@@ -162,18 +181,33 @@ class SyntheticGenerator:
         self.rest_normals = normals[:, self.proxy]  # (2, S, 3)
         self.check = (farthest_point_subset(meshes.verts[0, RIGHT, self.proxy], check_size)
                       if check_size > 0 else None)  # fmt: skip
+        # Finger probes for closing: proxy points skinned mostly to a finger joint.
+        self.levels, self.close_margin = levels, close_margin
+        self.target = farthest_point_subset(meshes.verts[0, RIGHT, self.proxy], target_size)
+        self.target_skinner = LocalSkinner(mano, self.proxy[self.target])
+        owner = mano.layers[RIGHT].lbs_weights[self.proxy].argmax(-1)  # MANO joint per point
+        on_finger = (owner > 0).nonzero(as_tuple=True)[0]
+        pick = on_finger[farthest_point_subset(meshes.verts[0, RIGHT, self.proxy[on_finger]],
+                                               min(probe_size, on_finger.numel()))]  # fmt: skip
+        self.probe_skinner = LocalSkinner(mano, self.proxy[pick])
+        self.finger_of_joint = torch.tensor([_FINGER_OF[j] for j in range(1, 16)])
+        self.probe_finger = self.finger_of_joint[owner[pick] - 1]
 
-    def _poses(self, kinds: list[str], side: int, g: torch.Generator) -> Tensor:
-        """(n, 15, 3) finger pose relative to the hand mean."""
+    def _angles(self, kinds: list[str], side: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Flexion and abduction angles (n, 15) in each pair's finger-pose families."""
         n = len(kinds)
-        pose = torch.zeros(n, 15, 3)
+        flex, abd = torch.zeros(n, 15), torch.zeros(n, 15)
         attr = "left_families" if side == LEFT else "right_families"
         for name in sorted(set(kinds)):
             idx = torch.tensor([i for i, k in enumerate(kinds) if k == name])
             fams = getattr(INTERACTIONS[name], attr)
-            flex, abd, _ = sample_finger_angles(len(idx), self.axes[side], g, fams)
-            pose[idx] = angles_to_pose(flex, abd, self.axes[side])
-        return pose - self.mano.hands_mean()[side].view(15, 3)
+            flex[idx], abd[idx], _ = sample_finger_angles(len(idx), self.axes[side], g, fams)
+        return flex, abd
+
+    def _pose(self, flex: Tensor, abd: Tensor, side: int) -> Tensor:
+        """(n, 15) angles -> (n, 15, 3) finger pose relative to the hand mean."""
+        mean = self.mano.hands_mean()[side].view(15, 3)
+        return angles_to_pose(flex, abd, self.axes[side]) - mean
 
     def generate(self, n: int, g: torch.Generator, kinds: list[str] | None = None) -> GeneratedBatch:
         """One batch of ``n`` attempts; pairs that cannot be placed are dropped (see ``kept``)."""
@@ -182,7 +216,8 @@ class SyntheticGenerator:
             w = torch.tensor([INTERACTIONS[k].weight for k in names])
             kinds = [names[i] for i in torch.multinomial(w, n, True, generator=g).tolist()]
         specs = [INTERACTIONS[k] for k in kinds]
-        pose = torch.stack([self._poses(kinds, LEFT, g), self._poses(kinds, RIGHT, g)], 1)
+        angles = [self._angles(kinds, side, g) for side in (LEFT, RIGHT)]
+        pose = torch.stack([self._pose(*angles[side], side) for side in (LEFT, RIGHT)], 1)
         betas = (self.beta_std * torch.randn(n, 2, 10, generator=g)).clamp(-2.0, 2.0)
         local = self.skinner(pose, betas)
         rot = self._rotations(specs, g)  # (n, 3, 3)
@@ -209,16 +244,76 @@ class SyntheticGenerator:
         if self.check is not None:
             sub = self.check
             pts = torch.stack([left_v[:, sub], right_v[:, sub] + (t - t0)[:, None]], 1)
-            nrm = _unit(local.frames[:, :, sub] @ self.rest_normals[:, sub, :, None])[..., 0]
+            nrm = _rotate_normals(local.frames[:, :, sub], self.rest_normals[:, sub])
             nrm = torch.stack([nrm[:, LEFT], nrm[:, RIGHT] @ rot.transpose(1, 2)], 1)
             depth = plane_depth(pts, nrm)
             ok &= depth < self.tol
+        closing = [k for k in names if any(hi > 0 for _, hi in INTERACTIONS[k].close)]
+        rows = torch.tensor([i for i, k in enumerate(kinds) if k in closing and bool(ok[i])],
+                            dtype=torch.long)  # fmt: skip
+        if rows.numel():
+            pose[rows] = self._close(rows, [specs[i] for i in rows.tolist()], angles, betas,
+                                     local, rot, t, g)  # fmt: skip
         wrist = local.joints[:, RIGHT, 20]  # rest wrist (MANO rotates about it)
         transl_r = t + (rot @ wrist[..., None])[..., 0] - wrist
         hands = TwoHands(pose, betas, torch.stack([torch.eye(3).expand(n, 3, 3), rot], 1),
                          torch.stack([torch.zeros(n, 3), transl_r], 1))  # fmt: skip
         idx = ok.nonzero(as_tuple=True)[0]
         return GeneratedBatch(hands[idx], [kinds[i] for i in idx.tolist()], lam[idx], depth[idx], idx)
+
+    def _close(self, rows: Tensor, specs: list[Interaction], angles: list[tuple[Tensor, Tensor]],
+               betas: Tensor, local: LocalHands, rot: Tensor, t: Tensor,
+               g: torch.Generator) -> Tensor:
+        """Close the fingers of the selected pairs around the other hand (grasp synthesis).
+
+        Each finger's flexion moves towards a curl target in ``levels`` steps and stops at the
+        last step before one of its probe points comes within ``close_margin`` of the other
+        hand (signed distance to the tangent plane of the nearest proxy point). The right hand
+        closes first against the placed left hand, then the left against the closed right.
+        Returns the new (r, 2, 15, 3) poses of the rows.
+        """
+        r, k = rows.numel(), self.levels
+        tgt, rot_t = self.target, rot[rows].transpose(1, 2)
+        world = [local.verts[rows, LEFT][:, tgt], local.verts[rows, RIGHT][:, tgt] @ rot_t
+                 + t[rows, None]]  # fmt: skip
+        nrm = _rotate_normals(local.frames[rows][:, :, tgt], self.rest_normals[:, tgt])
+        normals = [nrm[:, LEFT], nrm[:, RIGHT] @ rot_t]
+        poses = []
+        flexes = [angles[side][0][rows] for side in (LEFT, RIGHT)]
+        for side in (RIGHT, LEFT):
+            flex, abd = flexes[side], angles[side][1][rows]
+            lo = torch.tensor([s.close[side][0] for s in specs])[:, None]
+            hi = torch.tensor([s.close[side][1] for s in specs])[:, None]
+            frac = lo + (hi - lo) * torch.rand(r, 5, generator=g)  # per finger
+            frac = frac[:, self.finger_of_joint]  # (r, 15)
+            target = torch.maximum(flex, frac * self.axes[side].flex_limits[:, 1])
+            step = torch.linspace(1.0 / k, 1.0, k)[None, :, None]  # (1, k, 1)
+            trial = flex[:, None] + step * (target - flex)[:, None]  # (r, k, 15)
+            pose = self._pose(trial.reshape(r * k, 15), abd.repeat_interleave(k, 0), side)
+            probes = self.probe_skinner(pose[:, None], betas[rows, side].repeat_interleave(k, 0)[:, None],
+                                        side=side).verts[:, 0]  # (r*k, P, 3)
+            probes = probes.reshape(r, -1, 3)  # (r, k*P, 3): all steps against one target set
+            if side == RIGHT:
+                probes = probes @ rot_t + t[rows, None]
+            other, other_n = world[1 - side], normals[1 - side]
+            near = torch.cdist(probes, other).argmin(-1)  # (r, k*P)
+            gather = near[..., None].expand(-1, -1, 3)
+            signed = (other_n.gather(1, gather) * (probes - other.gather(1, gather))).sum(-1)
+            hit = (signed < self.close_margin).float().view(r * k, -1)  # (r*k, P)
+            finger = self.probe_finger.expand(r * k, -1)
+            hit = torch.zeros(r * k, 5).scatter_reduce(1, finger, hit, "amax")
+            free = torch.cumprod(1.0 - hit.view(r, k, 5), 1).sum(1)  # free steps per finger
+            amount = (free / k)[:, self.finger_of_joint]  # (r, 15)
+            flexes[side] = flex + amount * (target - flex)
+            if side == RIGHT:  # the left hand closes against the closed right hand
+                hand = self.target_skinner(self._pose(flexes[side], abd, side)[:, None],
+                                           betas[rows, side][:, None], side=side)
+                world[RIGHT] = hand.verts[:, 0] @ rot_t + t[rows, None]
+                n_r = _rotate_normals(hand.frames, self.rest_normals[RIGHT:, tgt])[:, 0]
+                normals[RIGHT] = n_r @ rot_t
+        for side in (LEFT, RIGHT):
+            poses.append(self._pose(flexes[side], angles[side][1][rows], side))
+        return torch.stack(poses, 1)
 
     @functools.cached_property
     def _point_weights(self) -> tuple[Tensor, Tensor]:
@@ -244,8 +339,10 @@ class SyntheticGenerator:
         return _rot_about(axis, twist) @ noise @ nominal
 
 
-def _unit(v: Tensor) -> Tensor:
-    return v / v.norm(dim=-2, keepdim=True).clamp_min(1e-12)
+def _rotate_normals(frames: Tensor, rest: Tensor) -> Tensor:
+    """(n, h, S, 3, 3) skinning rotations, (h, S, 3) rest normals -> (n, h, S, 3) unit normals."""
+    v = (frames * rest[:, :, None, :]).sum(-1)
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def plane_depth(points: Tensor, normals: Tensor) -> Tensor:

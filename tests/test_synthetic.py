@@ -13,7 +13,7 @@ from datasets.synthetic import (
     random_two_hands,
     synthetic_observation,
 )
-from prior.hands import ManoPair
+from prior.hands import ManoPair, TwoHands
 from prior.penetration import nearest_vertices, penetration_depth
 
 
@@ -79,3 +79,51 @@ def test_camera_placement_and_observation(mano: ManoPair, synth: SyntheticGenera
     err = (noisy.keypoints_2d - clean.keypoints_2d).norm(dim=-1)
     assert 1.5 < float(err.mean()) < 3.5
     assert 0.15 < float(1 - noisy.confidence.mean()) < 0.35
+
+
+def _winding(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Generalised winding number of points w.r.t. a closed mesh: ~1 inside, ~0 outside."""
+    tri = verts[faces][None] - points[:, None, None]  # (P, F, 3, 3)
+    a, b, c = tri[..., 0, :], tri[..., 1, :], tri[..., 2, :]
+    la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
+    det = (a * torch.linalg.cross(b, c)).sum(-1)
+    den = la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
+    return (2 * torch.atan2(det, den)).sum(-1) / (4 * torch.pi)
+
+
+def test_grasps_wrap_without_true_penetration(mano: ManoPair, synth: SyntheticGenerator) -> None:
+    """Closing types curl their fingers round the other hand (more than sampled) and no vertex
+    lies more than a few mm inside the other closed surface (winding number, exact test)."""
+    kinds = ["clasped", "interlaced", "holding_fingers"] * 2
+    hands, _ = random_two_hands(len(kinds), torch.Generator().manual_seed(11), kinds, synth=synth)
+    meshes = mano(hands)
+    faces = mano.faces
+    worst = 0.0
+    for i in range(len(kinds)):
+        v = meshes.verts[i].double()
+        for a in (0, 1):
+            inside = _winding(v[a], v[1 - a], faces[1 - a]).abs() > 0.5
+            if inside.any():
+                d = torch.cdist(v[a][inside], v[1 - a]).min(1).values.max()
+                worst = max(worst, float(d))
+    assert worst < 0.009  # vertex spacing is ~8 mm: at most a vertex barely inside
+    # Right-hand finger flexion (absolute angles): grasping closes the hand beyond its sampled
+    # "open" family, while palm-to-palm hands stay open.
+    mean = mano.hands_mean()[1].view(15, 3)
+    flat, _ = random_two_hands(6, torch.Generator().manual_seed(11), ["palm_to_palm"] * 6, synth=synth)
+    curl = (hands.pose_aa[:, 1] + mean).norm(dim=-1).mean()
+    assert curl > (flat.pose_aa[:, 1] + mean).norm(dim=-1).mean() + 0.15
+
+
+def test_local_skinner_matches_mano(mano: ManoPair) -> None:
+    from datasets.skinning import LocalSkinner
+
+    g = torch.Generator().manual_seed(0)
+    pose, betas = 0.4 * torch.randn(5, 2, 15, 3, generator=g), 0.8 * torch.randn(5, 2, 10, generator=g)
+    ref = mano(TwoHands(pose, betas, torch.eye(3).expand(5, 2, 3, 3).clone(), torch.zeros(5, 2, 3)))
+    out = LocalSkinner(mano)(pose, betas)
+    torch.testing.assert_close(out.verts, ref.verts, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.joints, ref.joints, atol=1e-5, rtol=0)
+    sub = torch.tensor([3, 100, 500])
+    right = LocalSkinner(mano, sub)(pose[:, 1:], betas[:, 1:], side=1)
+    torch.testing.assert_close(right.verts[:, 0], ref.verts[:, 1, sub], atol=1e-5, rtol=0)
