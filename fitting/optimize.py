@@ -25,7 +25,7 @@ from torch import Tensor
 from fitting import objectives as O
 from fitting.kinematics import JointModel
 from fitting.observation import KEYPOINT_ORDER, Observation
-from fitting.sds import prior_loss
+from fitting.sds import SLOTS, prior_loss
 from prior.checkpoint import Prior
 from prior.hands import HandMeshes, ManoPair, TwoHands
 
@@ -38,7 +38,7 @@ GLOBAL_TERMS = ("reproj", "init")
 
 def _default_weights() -> dict[str, float]:
     return {"reproj": 1.0, "init": 20.0, "init_param": 0.0, "shape": 0.05, "pose": 10.0,
-            "pen": 1.0, "sds": 1.0}  # fmt: skip
+            "pen": 1.0, "sds": 3.0}  # fmt: skip
 
 
 @dataclass
@@ -52,7 +52,14 @@ class FitConfig:
     pen_rho: GMoF scale of the penetration term, m. pen_every: evaluate penetration only every
         k-th step (the other steps skip the term; it is the most expensive one).
     sds_t_range, cfg_weight, sds_weighting, sds_symmetric: score distillation options
-        (:func:`prior.sds.sds_loss_hands`). sds_every: evaluate SDS every k steps.
+        (:func:`prior.sds.sds_loss`). sds_every: evaluate SDS every k steps.
+    sds_slots: "relative" (gradient through the other hand's relative rotation/translation
+        only) or "all"; sds_clip: clip the normalised vector to +-sds_clip before denoising
+        (<= 0: no clip); see :mod:`fitting.sds`. sds_start: first step with SDS (it is never on
+        in the global stage). sds_t_anneal: the upper end of ``sds_t_range`` decays linearly to
+        its lower end over the SDS steps.
+    polish_steps: the last k steps (at most the full stage) run without SDS and with the
+        penetration term at every step (the prior places the hands, data and collision settle them).
     seed: seeds the generator when ``fit`` gets none.
     """
 
@@ -64,11 +71,16 @@ class FitConfig:
     reproj_rho: float = 100.0
     pen_rho: float = 0.05
     pen_every: int = 5
-    sds_t_range: tuple[float, float] = (0.02, 0.5)
+    sds_t_range: tuple[float, float] = (0.05, 0.5)
     cfg_weight: float = 0.0
     sds_weighting: str = "uniform"
     sds_symmetric: bool = False
     sds_every: int = 1
+    sds_slots: str = "relative"
+    sds_clip: float = 5.0
+    sds_start: int = 0
+    sds_t_anneal: bool = False
+    polish_steps: int = 20
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,8 +89,12 @@ class FitConfig:
             raise ValueError(f"FitConfig.weights: unknown terms {sorted(unknown)}; known: {TERMS}")
         if not 0 <= self.global_steps <= self.steps:
             raise ValueError(f"FitConfig: need 0 <= global_steps <= steps, got {self.global_steps}, {self.steps}")
+        if self.polish_steps < 0:
+            raise ValueError(f"FitConfig: polish_steps must be >= 0, got {self.polish_steps}")
         if self.pen_every < 1 or self.sds_every < 1:
             raise ValueError("FitConfig: pen_every and sds_every must be >= 1")
+        if self.sds_slots not in SLOTS:
+            raise ValueError(f"FitConfig.sds_slots: {self.sds_slots!r} is not one of {SLOTS}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +150,7 @@ class _Params:
 def _terms(
     hands: TwoHands, joints: Tensor, meshes: HandMeshes | None, obs: Observation,
     prior: Prior | None, kinematics: JointModel, cfg: FitConfig, active: set[str],
-    limits: O.PoseLimits, generator: torch.Generator,
+    limits: O.PoseLimits, generator: torch.Generator, t_range: tuple[float, float] | None = None,
 ) -> dict[str, Tensor]:  # fmt: skip
     """Unweighted (B,) loss terms named in ``active``.
 
@@ -157,8 +173,24 @@ def _terms(
         out["pen"] = O.penetration_loss(meshes, present, cfg.pen_rho)
     if "sds" in active and prior is not None:
         # The codec reads joints only: the joints-only model stands in for the ManoPair.
-        out["sds"] = prior_loss(prior, hands, kinematics, present, cfg, generator)
+        out["sds"] = prior_loss(prior, hands, kinematics, present, cfg, generator, t_range)
     return out
+
+
+def _polish(cfg: FitConfig) -> int:
+    """Number of polish steps: ``cfg.polish_steps``, at most the full stage."""
+    return min(cfg.polish_steps, cfg.steps - cfg.global_steps)
+
+
+def _t_range(cfg: FitConfig, step: int) -> tuple[float, float]:
+    """SDS timestep range at ``step``: fixed, or with the upper end annealed linearly to the lower."""
+    lo, hi = (float(v) for v in cfg.sds_t_range)
+    if not cfg.sds_t_anneal:
+        return lo, hi
+    first = max(cfg.global_steps, cfg.sds_start)
+    last = cfg.steps - _polish(cfg) - 1
+    frac = min(max((step - first) / max(last - first, 1), 0.0), 1.0)
+    return lo, max(lo, hi + (lo - hi) * frac)
 
 
 def _keep_absent(hands: TwoHands, init: TwoHands, present: Tensor) -> TwoHands:
@@ -217,15 +249,17 @@ def fit(
     for step in range(cfg.steps):
         full = step >= cfg.global_steps
         active = set(TERMS) if full else set(GLOBAL_TERMS)
-        if step % cfg.pen_every:
+        polish = step >= cfg.steps - _polish(cfg)
+        if step % cfg.pen_every and not polish:
             active.discard("pen")
-        if step % cfg.sds_every:
+        if step % cfg.sds_every or step < cfg.sds_start or polish:
             active.discard("sds")
         active &= set(weights)
         hands = params.hands()
         joints = kinematics.joints_in(hands, KEYPOINT_ORDER)
         meshes = mano(hands) if "pen" in active else None  # skinning only when needed
-        terms = _terms(hands, joints, meshes, obs, prior, kinematics, cfg, active, limits, generator)
+        terms = _terms(hands, joints, meshes, obs, prior, kinematics, cfg, active, limits, generator,
+                       _t_range(cfg, step))  # fmt: skip
         total = sum(weights[k] * v for k, v in terms.items())
         if not torch.isfinite(total).all():
             _raise_non_finite(step, "full" if full else "global", terms)
