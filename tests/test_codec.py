@@ -26,18 +26,6 @@ from prior.hands import LEFT, RIGHT, ManoPair, TwoHands
 MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: intra-op threads only add overhead (and stall badly on a loaded machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mano() -> ManoPair:
-    return ManoPair()
 
 
 def random_hands(n: int, seed: int) -> TwoHands:

@@ -24,13 +24,6 @@ KEYS = ("fid", "kid1", "kid3", "diversity_fake", "diversity_real", "precision", 
         "pen_volume_cm3", "pen_depth_mm", "contact_ratio", "penetrating_ratio")  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

@@ -26,10 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "checkpoints" / "features_default.pt"
 
 
-@pytest.fixture(scope="module")
-def mano() -> ManoPair:
-    return ManoPair()
-
 
 @pytest.fixture(scope="module")
 def meshes(mano: ManoPair) -> HandMeshes:

@@ -28,14 +28,6 @@ DEFAULT_CKPT = REPO / "checkpoints" / "prior_default.pt"
 K1 = torch.tensor([[1000.0, 0.0, 320.0], [0.0, 1000.0, 240.0], [0.0, 0.0, 1.0]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small batched ops: intra-op threads only add overhead (and stall on a loaded machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def synthetic_case(n: int, mano: ManoPair, seed: int) -> tuple[TwoHands, Observation]:
     """Known pairs of every interaction type (``datasets.synthetic``) 0.35-0.6 m in front of an

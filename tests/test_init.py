@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import roma
 import torch
 
@@ -12,16 +11,6 @@ from prior.anatomy import HandAxes, angles_to_pose, sample_finger_angles
 from prior.hands import TwoHands
 from recon.detect_geometry import HandDetection
 from recon.init import InitConfig, init_from_detections, init_from_landmarks, solve_translation
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small batched ops: intra-op threads only add overhead (and stall on a loaded machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 K1 = torch.tensor([[1000.0, 0.0, 320.0], [0.0, 1000.0, 240.0], [0.0, 0.0, 1.0]])
 

@@ -29,7 +29,7 @@ from datasets.interhand_annot import (
     project,
 )
 from datasets.safe_pickle import UnsafePickleError, load_pickle
-from prior.hands import LEFT, RIGHT, ManoPair, TwoHands
+from prior.hands import LEFT, RIGHT, TwoHands
 from tests.interhand_fixture import (
     ABSENT_CAM,
     CAMS,
@@ -43,11 +43,6 @@ from tests.interhand_fixture import (
     write_intaghand_fixture,
     write_interhand_fixture,
 )
-
-
-@pytest.fixture(scope="module")
-def mano() -> ManoPair:
-    return ManoPair()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from eval.reconstruction import (
     pa_mpjpe,
     procrustes_align,
 )
-from prior.hands import LEFT, RIGHT, ManoPair
+from prior.hands import LEFT, RIGHT
 from tests.interhand_fixture import SPLIT, write_interhand_fixture
 
 
@@ -161,10 +161,6 @@ def test_aggregate_counts_missing_and_labels_protocols():
     with pytest.raises(ValueError, match="non-finite"):
         aggregate(bad, gt, valid, present, inter)
 
-
-@pytest.fixture(scope="module")
-def mano() -> ManoPair:
-    return ManoPair()
 
 
 def test_metrics_on_generated_interhand(tmp_path, mano):

@@ -24,10 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 METRICS = ("mpjpe", "pa_mpjpe", "mrrpe", "mpvpe")
 
 
-@pytest.fixture(scope="module")
-def mano() -> ManoPair:
-    return ManoPair()
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, mano) -> Path:

@@ -18,14 +18,6 @@ from prior.sds import sds_loss
 TINY = DenoiserConfig(hidden=48, emb=32, ff_dim=64, layers=3, skips=(1,))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: intra-op threads only add overhead (and stall badly on a loaded machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class ConstantModel(nn.Module):
     """Predicts the same x0 for every input (an oracle for the loop and SDS)."""

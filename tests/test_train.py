@@ -17,7 +17,6 @@ from prior.checkpoint import CheckpointError, load_prior
 from prior.codec import HandCodec, NormStats
 from prior.denoiser import DenoiserConfig, HandDenoiser
 from prior.diffusion import DiffusionConfig, GaussianDiffusion
-from prior.hands import ManoPair
 from prior.penetration import penetration_energy
 from prior.sampling import SamplerConfig, sample_two_hands
 from prior.train import TrainConfig, encode_dataset, evaluate_loss, train, training_step
@@ -28,18 +27,6 @@ SMALL = TrainConfig(denoiser=TINY, batch_size=32, max_steps=8, checkpoint_every=
                     val_size=32, cond_drop_prob=0.2, ema_rate=0.9)  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: intra-op threads only add overhead (and stall badly on a loaded machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mano() -> ManoPair:
-    return ManoPair()
 
 
 @pytest.fixture(scope="module")
