@@ -82,6 +82,12 @@ def gradient_preconditioner(codec: HandCodec | DecodeFn, dim: int = 64) -> Tenso
     return 1.0
 
 
+def _setup(codec, mano, anchor: Tensor, num_steps, weight, decay, last_step_scale):
+    """What both APG variants share: the decoder, the step sizes and the preconditioner."""
+    sizes = step_sizes(num_steps, weight, decay, last_step_scale, anchor.shape[1]).to(anchor)
+    return _decoder(codec, mano), sizes, gradient_preconditioner(codec, anchor.shape[1])
+
+
 def _check_x0(x0_hat: Tensor, anchor: Tensor, step: int, num_steps: int) -> None:
     if x0_hat.shape != anchor.shape:
         raise ValueError(
@@ -118,9 +124,7 @@ def penetration_guidance(
     Returns:
         ``guide_x0(x0_hat (B, 64), step) -> (B, 64)``.
     """
-    decode = _decoder(codec, mano)
-    sizes = step_sizes(num_steps, weight, decay, last_step_scale, anchor.shape[1]).to(anchor)
-    precond = gradient_preconditioner(codec, anchor.shape[1])
+    decode, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay, last_step_scale)
     anchor = anchor.detach()
 
     def guide_x0(x0_hat: Tensor, step: int) -> Tensor:
@@ -167,9 +171,7 @@ def penetration_guidance_loop(
     loop, summed into one loss, one gradient, at every step. Same arguments as
     :func:`penetration_guidance`.
     """
-    decode = _decoder(codec, mano)
-    sizes = step_sizes(num_steps, weight, decay, last_step_scale, anchor.shape[1]).to(anchor)
-    precond = gradient_preconditioner(codec, anchor.shape[1])
+    decode, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay, last_step_scale)
     anchor = anchor.detach()
 
     def guide_x0(x0_hat: Tensor, step: int) -> Tensor:
