@@ -57,7 +57,8 @@ class FitConfig:
         only) or "all"; sds_clip: clip the normalised vector to +-sds_clip before denoising
         (<= 0: no clip); see :mod:`fitting.sds`. sds_start: first step with SDS (it is never on
         in the global stage). sds_t_anneal: the upper end of ``sds_t_range`` decays linearly to
-        its lower end over the SDS steps.
+        its lower end over the SDS steps. sds_apg: > 0: one anti-penetration guidance step of
+        this size on the prior's x0 prediction of the other hand (the prior as SDS *and* APG).
     polish_steps: the last k steps (at most the full stage) run without SDS and with the
         penetration term at every step (the prior places the hands, data and collision settle them).
     seed: seeds the generator when ``fit`` gets none.
@@ -80,6 +81,7 @@ class FitConfig:
     sds_clip: float = 5.0
     sds_start: int = 0
     sds_t_anneal: bool = False
+    sds_apg: float = 0.0
     polish_steps: int = 20
     seed: int = 0
 
@@ -151,6 +153,7 @@ def _terms(
     hands: TwoHands, joints: Tensor, meshes: HandMeshes | None, obs: Observation,
     prior: Prior | None, kinematics: JointModel, cfg: FitConfig, active: set[str],
     limits: O.PoseLimits, generator: torch.Generator, t_range: tuple[float, float] | None = None,
+    mano: ManoPair | None = None,
 ) -> dict[str, Tensor]:  # fmt: skip
     """Unweighted (B,) loss terms named in ``active``.
 
@@ -173,7 +176,7 @@ def _terms(
         out["pen"] = O.penetration_loss(meshes, present, cfg.pen_rho)
     if "sds" in active and prior is not None:
         # The codec reads joints only: the joints-only model stands in for the ManoPair.
-        out["sds"] = prior_loss(prior, hands, kinematics, present, cfg, generator, t_range)
+        out["sds"] = prior_loss(prior, hands, kinematics, present, cfg, generator, t_range, mano)
     return out
 
 
@@ -259,7 +262,7 @@ def fit(
         joints = kinematics.joints_in(hands, KEYPOINT_ORDER)
         meshes = mano(hands) if "pen" in active else None  # skinning only when needed
         terms = _terms(hands, joints, meshes, obs, prior, kinematics, cfg, active, limits, generator,
-                       _t_range(cfg, step))  # fmt: skip
+                       _t_range(cfg, step), mano)  # fmt: skip
         total = sum(weights[k] * v for k, v in terms.items())
         if not torch.isfinite(total).all():
             _raise_non_finite(step, "full" if full else "global", terms)
@@ -279,7 +282,7 @@ def fit(
         meshes = mano(hands)
         joints = meshes.joints_in(KEYPOINT_ORDER)
         terms = _terms(hands, joints, meshes, obs, prior, kinematics, cfg, set(TERMS), limits,
-                       generator)  # fmt: skip
+                       generator, mano=mano)  # fmt: skip
         final = {k: v.detach() for k, v in terms.items()}
         final["reproj_px"] = O.reprojection_error_px(meshes.joints, obs)
         final["pen_depth"] = O.penetration_depth(meshes, obs.present)

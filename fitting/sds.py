@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
+from prior.apg import apg_step
 from prior.checkpoint import Prior
 from prior.codec import RELATIVE, swap_sides
-from prior.hands import TwoHands
+from prior.hands import ManoPair, TwoHands
 from prior.sds import sds_loss
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def _prepare(x: Tensor, clip: float, live: Tensor | None) -> Tensor:
 def clipped_sds_loss(
     prior: Prior, hands: TwoHands, mano: JointModel, cfg: FitConfig,
     generator: torch.Generator | None, t_range: tuple[float, float] | None = None,
+    meshes: ManoPair | None = None,
 ) -> Tensor:  # fmt: skip
     """(B,) SDS loss of TwoHands with clipped inputs and the gradient restricted to ``cfg.sds_slots``.
 
@@ -62,6 +64,9 @@ def clipped_sds_loss(
             ``sds_slots``, ``sds_clip``.
         generator: source of t and noise.
         t_range: overrides ``cfg.sds_t_range`` (annealing).
+        meshes: the full hand model; with ``cfg.sds_apg > 0`` the other hand's x0 prediction
+            gets one anti-penetration guidance step of that size (:func:`prior.apg.apg_step`),
+            so the term pulls towards the prior's non-penetrating interaction.
     Returns:
         (B,) loss; with ``symmetric`` the mean of the scene and its mirror image (each hand the
         anchor once).
@@ -76,11 +81,18 @@ def clipped_sds_loss(
         live_other[RELATIVE] = True
         live_anchor = torch.zeros(64, dtype=torch.bool, device=hands.device)
 
+    guide = None
+    if cfg.sds_apg > 0:
+        if meshes is None:
+            raise ValueError("sds_apg > 0 needs the full hand model (meshes=ManoPair)")
+        guide = lambda a, o: apg_step(prior.codec, meshes, a, o, cfg.sds_apg, rho=cfg.pen_rho,  # noqa: E731
+                                      max_queries=256)  # fmt: skip
+
     def one(h: TwoHands) -> Tensor:
         anchor, other = prior.codec.encode(h, mano)
         return sds_loss(prior, _prepare(anchor, cfg.sds_clip, live_anchor),
                         _prepare(other, cfg.sds_clip, live_other), t_range,
-                        cfg.cfg_weight, generator, cfg.sds_weighting)  # fmt: skip
+                        cfg.cfg_weight, generator, cfg.sds_weighting, guide=guide)  # fmt: skip
 
     loss = one(hands)
     if cfg.sds_symmetric:
@@ -92,6 +104,7 @@ def clipped_sds_loss(
 def prior_loss(
     prior: Prior, hands: TwoHands, mano: JointModel, present: Tensor, cfg: FitConfig,
     generator: torch.Generator | None, t_range: tuple[float, float] | None = None,
+    meshes: ManoPair | None = None,
 ) -> Tensor:  # fmt: skip
     """(B,) SDS loss of the current hands (0 for images without both hands).
 
@@ -103,10 +116,12 @@ def prior_loss(
         cfg: the fit settings (see :func:`clipped_sds_loss`).
         generator: source of t and noise.
         t_range: overrides ``cfg.sds_t_range`` (annealing).
+        meshes: the full hand model (needed when ``cfg.sds_apg > 0``).
     """
     both = present.all(1)
     out = hands.pose_aa.new_zeros(hands.batch_size)
     if not both.any():
         return out
     idx = both.nonzero()[:, 0]
-    return out.index_put((idx,), clipped_sds_loss(prior, hands[idx], mano, cfg, generator, t_range))
+    return out.index_put((idx,), clipped_sds_loss(prior, hands[idx], mano, cfg, generator, t_range,
+                                                    meshes))  # fmt: skip

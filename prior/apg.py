@@ -30,12 +30,18 @@ from torch import Tensor
 
 from prior.codec import TRANSL, HandCodec
 from prior.guidance import GuideFn, apg_schedule
-from prior.hands import ManoPair, TwoHands
-from prior.penetration import Mode, PenetrationPairs, energy_from_pairs, find_penetrations
+from prior.hands import LEFT, RIGHT, ManoPair, TwoHands
+from prior.penetration import (
+    Mode,
+    PenetrationPairs,
+    energy_from_pairs,
+    farthest_point_subset,
+    find_penetrations,
+)
 
 __all__ = [
-    "DecodeFn", "gradient_preconditioner", "penetration_guidance", "penetration_guidance_loop",
-    "step_sizes",
+    "DecodeFn", "apg_step", "gradient_preconditioner", "penetration_guidance",
+    "penetration_guidance_loop", "proxy_vertices", "step_sizes",
 ]  # fmt: skip
 
 # decode(anchor (B,64), other (B,64)) -> TwoHands in the anchor frame.
@@ -82,10 +88,40 @@ def gradient_preconditioner(codec: HandCodec | DecodeFn, dim: int = 64) -> Tenso
     return 1.0
 
 
+# verts(rows, other) -> (b, 2, V, 3): meshes of the anchor rows ``rows`` (None: all) with the
+# other hand's vectors ``other`` (b, 64), differentiable w.r.t. ``other``.
+PairVertsFn = Callable[[Tensor | None, Tensor], Tensor]
+
+
+def _pair_verts(codec: HandCodec | DecodeFn, mano: ManoPair, anchor: Tensor) -> PairVertsFn:
+    """Both hands' vertices for a fixed anchor. With a HandCodec the anchor mesh is computed once
+    and each call runs the hand model for the other hand only, once
+    (:meth:`HandCodec.decode_verts`); a decode callable gets ``mano(decode(anchor, other))``."""
+    if isinstance(codec, HandCodec):
+        with torch.no_grad():
+            left = codec.decode_verts(anchor, torch.zeros_like(anchor), mano, LEFT)
+
+        def verts(rows: Tensor | None, other: Tensor) -> Tensor:
+            anc, lv = (anchor, left) if rows is None else (anchor[rows], left[rows])
+            return torch.stack([lv, codec.decode_verts(anc, other, mano, RIGHT)], dim=1)
+
+        return verts
+    decode = _decoder(codec, mano)
+    return lambda rows, other: mano(decode(anchor if rows is None else anchor[rows], other)).verts
+
+
 def _setup(codec, mano, anchor: Tensor, num_steps, weight, decay, last_step_scale):
-    """What both APG variants share: the decoder, the step sizes and the preconditioner."""
+    """What both APG variants share: the geometry, the step sizes and the preconditioner."""
     sizes = step_sizes(num_steps, weight, decay, last_step_scale, anchor.shape[1]).to(anchor)
-    return _decoder(codec, mano), sizes, gradient_preconditioner(codec, anchor.shape[1])
+    return (_pair_verts(codec, mano, anchor.detach()), sizes,
+            gradient_preconditioner(codec, anchor.shape[1]))  # fmt: skip
+
+
+def proxy_vertices(mano: ManoPair, k: int) -> Tensor:
+    """(k,) long: a farthest-point subset of the rest mesh (the same indices on both sides)."""
+    with torch.no_grad():
+        rest = mano(TwoHands.zeros(1, device=mano.faces.device)).verts[0, 1].cpu()
+    return farthest_point_subset(rest, k).to(mano.faces.device)
 
 
 def _check_x0(x0_hat: Tensor, anchor: Tensor, step: int, num_steps: int) -> None:
@@ -109,6 +145,8 @@ def penetration_guidance(
     scale: float = 1000.0,
     mode: Mode = "fast",
     min_step_weight: float = 0.0,
+    proxy: int = 0,
+    max_queries: int = 0,
 ) -> GuideFn:
     """Batched APG for the other hand given a fixed anchor.
 
@@ -121,11 +159,19 @@ def penetration_guidance(
         rho, scale: GMoF scale (metres) and energy multiplier.
         mode: penetration search mode ("fast" culls by bounding boxes; "exact" as the original).
         min_step_weight: skip steps with ``s_k`` below this (0 applies APG at every step).
+        proxy: > 0: find penetrating pairs among this many spread-out vertices of each hand
+            (:func:`prior.penetration.farthest_point_subset` of the rest mesh; normals still from
+            the full mesh) and pull only those; 0: all vertices.
+        max_queries: > 0: in a gross overlap query at most about this many vertices per hand
+            (an evenly strided subset of those inside the other hand's box; the energy is a mean
+            over pairs, which the subset estimates); 0: all (``prior.penetration._strided``).
     Returns:
         ``guide_x0(x0_hat (B, 64), step) -> (B, 64)``.
     """
-    decode, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay, last_step_scale)
+    verts_of, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay, last_step_scale)
     anchor = anchor.detach()
+    subset = proxy_vertices(mano, proxy) if proxy else None
+    faces = mano.faces
 
     def guide_x0(x0_hat: Tensor, step: int) -> Tensor:
         _check_x0(x0_hat, anchor, step, num_steps)
@@ -133,7 +179,8 @@ def penetration_guidance(
             return x0_hat
         x = x0_hat.detach()
         with torch.no_grad():
-            pairs = find_penetrations(mano(decode(anchor, x)), mode=mode)
+            pairs = find_penetrations(verts_of(None, x), faces, mode=mode, vertex_subset=subset,
+                                       max_queries=max_queries)  # fmt: skip
         active = pairs.samples_with_pairs().nonzero(as_tuple=True)[0]
         if active.numel() == 0:
             return x0_hat
@@ -144,14 +191,39 @@ def penetration_guidance(
                                active.numel())  # fmt: skip
         with torch.enable_grad():
             xa = x[active].requires_grad_(True)
-            verts = mano(decode(anchor[active], xa)).verts
-            energy = energy_from_pairs(verts, sub, rho=rho, scale=scale).sum()
+            energy = energy_from_pairs(verts_of(active, xa), sub, rho=rho, scale=scale).sum()
             (grad,) = torch.autograd.grad(energy, xa)
         out = x0_hat.clone()
         out[active] = x0_hat[active] - sizes[step] * precond * grad
         return out
 
     return guide_x0
+
+
+def apg_step(
+    codec: HandCodec | DecodeFn,
+    mano: ManoPair,
+    anchor: Tensor,
+    x0_hat: Tensor,
+    weight: float,
+    rho: float = 0.05,
+    scale: float = 1000.0,
+    max_queries: int = 0,
+) -> Tensor:
+    """One batched APG update ``x0_hat - weight * P * grad L_pen`` for all 64 dimensions (the
+    guidance of a single reverse step, e.g. on the x0 prediction of score distillation).
+
+    Args:
+        codec, mano, rho, scale, max_queries: see :func:`penetration_guidance`.
+        anchor, x0_hat: (B, 64) normalised anchor and other-hand vectors.
+        weight: step size ``s`` (the sampler's last steps use 6-7).
+    Returns:
+        (B, 64) guided prediction (samples that do not penetrate are returned unchanged).
+    """
+    guide = penetration_guidance(codec, mano, anchor, num_steps=1, weight=weight, decay=1.0,
+                                 last_step_scale=1.0, rho=rho, scale=scale,
+                                 max_queries=max_queries)  # fmt: skip
+    return guide(x0_hat, 0)
 
 
 def penetration_guidance_loop(
@@ -167,22 +239,23 @@ def penetration_guidance_loop(
 ) -> GuideFn:
     """Reference APG with the original's structure (for benchmarks and tests, not for use).
 
-    A batched decode with a graph, then the exact vertex-level energy of each sample in a Python
-    loop, summed into one loss, one gradient, at every step. Same arguments as
-    :func:`penetration_guidance`.
+    A batched hand-model pass with a graph (the same geometry as the batched version), then the
+    exact vertex-level energy of each sample in a Python loop, summed into one loss, one
+    gradient, at every step. Same arguments as :func:`penetration_guidance`.
     """
-    decode, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay, last_step_scale)
+    verts_of, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay, last_step_scale)
     anchor = anchor.detach()
+    faces = mano.faces
 
     def guide_x0(x0_hat: Tensor, step: int) -> Tensor:
         _check_x0(x0_hat, anchor, step, num_steps)
         with torch.enable_grad():
             x = x0_hat.detach().requires_grad_(True)
-            meshes = mano(decode(anchor, x))
+            all_verts = verts_of(None, x)
             total = x.new_zeros(())
             for i in range(x.shape[0]):
-                verts = meshes.verts[i : i + 1]
-                pairs = find_penetrations(verts, meshes.faces, mode="exact")
+                verts = all_verts[i : i + 1]
+                pairs = find_penetrations(verts, faces, mode="exact")
                 total = total + energy_from_pairs(verts, pairs, rho=rho, scale=scale).sum()
             (grad,) = torch.autograd.grad(total, x)
         return x0_hat - sizes[step] * precond * grad

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from prior.hands import LEFT, RIGHT, ManoPair, TwoHands
+from prior.hands import IH26M_MIDDLE_MCP, LEFT, RIGHT, ManoPair, TwoHands
 
 __all__ = [
     "POSE", "BETAS", "ROT6D", "TRANSL", "SHAPE_POSE", "RELATIVE", "DIM", "CODEC_LAYOUT",
@@ -249,6 +249,28 @@ class HandCodec(nn.Module):
         j9 = mano(posed).middle_mcp()
         target = torch.stack([torch.zeros_like(other_raw[:, TRANSL]), other_raw[:, TRANSL]], dim=1)
         return TwoHands(posed.pose_aa, posed.betas, posed.rot_mat, target - j9)
+
+    def decode_verts(self, anchor: Tensor, other: Tensor, mano: ManoPair, side: int) -> Tensor:
+        """(B, V, 3) vertices of one hand of ``mano(decode(anchor, other))`` in ONE pass of the
+        hand model for that side (``decode`` + ``mano`` run the model twice for both sides: once
+        for the middle MCPs, once for the meshes). The translation only shifts the hand, so the
+        mesh at zero translation is moved to put its middle MCP on the target.
+
+        Args:
+            anchor, other: (B, 64) normalised vectors. side: LEFT (the anchor) or RIGHT.
+        """
+        anchor_raw, other_raw = self.denormalize(anchor, other)
+        raw = anchor_raw if side == LEFT else other_raw
+        b = raw.shape[0]
+        if side == LEFT:
+            rot = torch.eye(3, device=raw.device, dtype=raw.dtype).expand(b, 3, 3)
+            target = raw.new_zeros(b, 3)
+        else:
+            rot, target = rot6d_to_rotmat(raw[:, ROT6D]), raw[:, TRANSL]
+        verts, joints = mano.forward_side(side, self._pca_to_pose(raw[:, POSE], side, mano),
+                                          raw[:, BETAS], rot, raw.new_zeros(b, 3))  # fmt: skip
+        j9 = joints[:, IH26M_MIDDLE_MCP]
+        return verts + (target - j9)[:, None]
 
     def decode(self, anchor: Tensor, other: Tensor, mano: ManoPair) -> TwoHands:
         """Normalised vectors -> TwoHands in the anchor frame.

@@ -319,27 +319,39 @@ class ManoPair(nn.Module):
         Returns:
             HandMeshes with verts (B, 2, 778, 3) and joints (B, 2, 21, 3) in InterHand2.6M order.
         """
-        b = hands.batch_size
-        verts, joints = [], []
-        zeros = hands.pose_aa.new_zeros(b, 3)
-        for side, layer in enumerate(self.layers):
-            out = layer(
-                betas=hands.betas[:, side],
-                global_orient=zeros,
-                hand_pose=hands.pose_aa[:, side].reshape(b, 45),
-                return_verts=True,
-            )
-            v, j = out.vertices, out.joints  # (B,778,3), (B,16,3); root-relative rotation below
-            j = torch.cat([j, v[:, self._tips]], dim=1)  # MANO21 order
-            wrist = j[:, :1]
-            rot = hands.rot_mat[:, side]
-            shift = hands.transl[:, side, None] + wrist
-            # Root rotation about the wrist, then translation (MANO's global_orient + transl).
-            verts.append((v - wrist) @ rot.transpose(1, 2) + shift)
-            joints.append((j - wrist) @ rot.transpose(1, 2) + shift)
-        v = torch.stack(verts, dim=1)
-        j = torch.stack(joints, dim=1)[:, :, self._to_ih26m]
+        per_side = [self.forward_side(side, hands.pose_aa[:, side], hands.betas[:, side],
+                                      hands.rot_mat[:, side], hands.transl[:, side])
+                    for side in range(len(self.layers))]  # fmt: skip
+        v = torch.stack([v for v, _ in per_side], dim=1)
+        j = torch.stack([j for _, j in per_side], dim=1)
         return HandMeshes(v, j, self._faces)
+
+    def forward_side(
+        self, side: int, pose_aa: Tensor, betas: Tensor, rot_mat: Tensor, transl: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Pose one hand (half the work of :meth:`forward` when only one side changes).
+
+        Args:
+            side: 0 left, 1 right.
+            pose_aa: (B, 15, 3). betas: (B, 10). rot_mat: (B, 3, 3) root rotation about the
+                wrist. transl: (B, 3).
+        Returns:
+            verts (B, 778, 3) and joints (B, 21, 3) in InterHand2.6M order.
+        """
+        b = pose_aa.shape[0]
+        out = self.layers[side](
+            betas=betas,
+            global_orient=pose_aa.new_zeros(b, 3),
+            hand_pose=pose_aa.reshape(b, 45),
+            return_verts=True,
+        )
+        v, j = out.vertices, out.joints  # (B,778,3), (B,16,3); root-relative rotation below
+        j = torch.cat([j, v[:, self._tips]], dim=1)  # MANO21 order
+        wrist = j[:, :1]
+        shift = transl[:, None] + wrist
+        # Root rotation about the wrist, then translation (MANO's global_orient + transl).
+        rot_t = rot_mat.transpose(1, 2)
+        return (v - wrist) @ rot_t + shift, ((j - wrist) @ rot_t + shift)[:, self._to_ih26m]
 
     @staticmethod
     def mirror(hands: TwoHands) -> TwoHands:

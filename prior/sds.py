@@ -9,7 +9,7 @@ conditioned on the (detached) anchor.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
@@ -22,6 +22,8 @@ from prior.hands import ManoPair, TwoHands
 __all__ = ["sds_loss", "sds_loss_hands"]
 
 Weighting = Literal["uniform", "snr"]
+# guide(anchor (B, 64), other_x0_hat (B, 64)) -> guided other_x0_hat, e.g. prior.apg.apg_step.
+X0Guide = Callable[[Tensor, Tensor], Tensor]
 
 
 def _weight(alpha_bar: Tensor, weighting: Weighting) -> Tensor:
@@ -41,6 +43,7 @@ def sds_loss(
     generator: torch.Generator | None = None,
     weighting: Weighting = "uniform",
     cfg_slots: Literal["relative", "all"] = "relative",
+    guide: X0Guide | None = None,
 ) -> Tensor:
     """SDS loss of normalised vectors.
 
@@ -54,6 +57,8 @@ def sds_loss(
         generator: source of t and noise.
         weighting: "uniform" (w = 1) or "snr" (w = sqrt(ab (1 - ab))).
         cfg_slots: CFG slots, as in sampling.
+        guide: applied to the other hand's x0 prediction (after CFG), as the sampler applies
+            anti-penetration guidance: the loss then pulls towards the guided prediction.
     Returns:
         (B,) loss; its gradient w.r.t. (anchor, other) is ``w(t) (x - x0_hat)`` (the anchor's
         constant rotation/translation slots are masked out).
@@ -84,6 +89,8 @@ def sds_loss(
         anchor_hat, other_hat = x0_hat[:b], x0_hat[b : 2 * b]
         if cfg_weight != 0.0:
             other_hat = cfg_x0(other_hat, x0_hat[2 * b :], cfg_weight, cfg_slots)
+        if guide is not None:
+            other_hat = guide(a, other_hat).detach()
         w = _weight(diffusion.alpha_bar_at(t).to(anchor), weighting)[:, None]
     mask = prior.codec.anchor_loss_mask().to(anchor)
     anchor_term = (mask * (anchor - anchor_hat) ** 2).sum(1)
