@@ -129,14 +129,17 @@ def test_config_errors():
 
 @pytest.fixture(scope="module")
 def prior_runs(mano):
-    """Both arms on the same 32 seeded cases (seeds 2 and 3: held out from the tuning, which
-    used seeds 0 and 1): errors without and with the default prior, same FitConfig."""
+    """Both arms on the same 64 seeded cases (seeds 2-5: held out from the tuning, which used
+    seeds 0 and 1): errors without and with the default prior, same FitConfig. Measured
+    (generator with 480 proxy points + 1 mm clearance, truth depth 0.46-0.93 mm per seed pair):
+    MRRPE 16.0 -> 14.5 mm, penetration 0.84 -> 0.76 mm; per seed pair the penetration is lower on
+    2-3 (0.91 -> 0.52) and 0-1 (0.68 -> 0.58) but higher on 4-5 (0.76 -> 0.99)."""
     if not DEFAULT_CKPT.is_file():
         pytest.skip(f"{DEFAULT_CKPT} not trained yet")
     from prior.checkpoint import load_prior  # noqa: PLC0415
 
     prior = load_prior(DEFAULT_CKPT, "cpu", mano.model_name)
-    parts = [synthetic_case(16, mano, seed=s) for s in (2, 3)]
+    parts = [synthetic_case(16, mano, seed=s) for s in (2, 3, 4, 5)]
     truth = TwoHands(*(torch.cat([getattr(t, k) for t, _ in parts]) for k in ("pose_aa", "betas", "rot_mat", "transl")))
     obs = Observation(*(torch.cat([getattr(o, f) for _, o in parts]) if f != "init" else
                         TwoHands(*(torch.cat([getattr(o.init, k) for _, o in parts])
@@ -155,8 +158,6 @@ def test_prior_lowers_mrrpe(prior_runs):
     assert with_prior["mpjpe"].mean() < without["mpjpe"].mean() + 0.5, (with_prior, without)  # no pose damage
 
 
-@pytest.mark.xfail(strict=True, reason="measured: the default prior pulls hands into contact and adds "
-                   "mm-scale penetration (32 seeded cases: 0.74 -> 1.01 mm); strict, so a fix shows up as XPASS")
 def test_prior_lowers_penetration(prior_runs):
     without, with_prior = prior_runs
     assert with_prior["pen"].mean() < without["pen"].mean(), (with_prior, without)
