@@ -31,17 +31,11 @@ from torch import Tensor
 from prior.codec import TRANSL, HandCodec
 from prior.guidance import GuideFn, apg_schedule
 from prior.hands import LEFT, RIGHT, ManoPair, TwoHands
-from prior.penetration import (
-    Mode,
-    PenetrationPairs,
-    energy_from_pairs,
-    farthest_point_subset,
-    find_penetrations,
-)
+from prior.penetration import Mode, PenetrationPairs, energy_from_pairs, find_penetrations
 
 __all__ = [
     "DecodeFn", "apg_step", "gradient_preconditioner", "penetration_guidance",
-    "penetration_guidance_loop", "proxy_vertices", "step_sizes",
+    "penetration_guidance_loop", "step_sizes",
 ]  # fmt: skip
 
 # decode(anchor (B,64), other (B,64)) -> TwoHands in the anchor frame.
@@ -117,13 +111,6 @@ def _setup(codec, mano, anchor: Tensor, num_steps, weight, decay, last_step_scal
             gradient_preconditioner(codec, anchor.shape[1]))  # fmt: skip
 
 
-def proxy_vertices(mano: ManoPair, k: int) -> Tensor:
-    """(k,) long: a farthest-point subset of the rest mesh (the same indices on both sides)."""
-    with torch.no_grad():
-        rest = mano(TwoHands.zeros(1, device=mano.faces.device)).verts[0, 1].cpu()
-    return farthest_point_subset(rest, k).to(mano.faces.device)
-
-
 def _check_x0(x0_hat: Tensor, anchor: Tensor, step: int, num_steps: int) -> None:
     if x0_hat.shape != anchor.shape:
         raise ValueError(
@@ -145,7 +132,6 @@ def penetration_guidance(
     scale: float = 1000.0,
     mode: Mode = "fast",
     min_step_weight: float = 0.0,
-    proxy: int = 0,
     max_queries: int = 0,
 ) -> GuideFn:
     """Batched APG for the other hand given a fixed anchor.
@@ -159,9 +145,6 @@ def penetration_guidance(
         rho, scale: GMoF scale (metres) and energy multiplier.
         mode: penetration search mode ("fast" culls by bounding boxes; "exact" as the original).
         min_step_weight: skip steps with ``s_k`` below this (0 applies APG at every step).
-        proxy: > 0: find penetrating pairs among this many spread-out vertices of each hand
-            (:func:`prior.penetration.farthest_point_subset` of the rest mesh; normals still from
-            the full mesh) and pull only those; 0: all vertices.
         max_queries: > 0: in a gross overlap query at most about this many vertices per hand
             (an evenly strided subset of those inside the other hand's box; the energy is a mean
             over pairs, which the subset estimates); 0: all (``prior.penetration._strided``).
@@ -170,7 +153,6 @@ def penetration_guidance(
     """
     verts_of, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay, last_step_scale)
     anchor = anchor.detach()
-    subset = proxy_vertices(mano, proxy) if proxy else None
     faces = mano.faces
 
     def guide_x0(x0_hat: Tensor, step: int) -> Tensor:
@@ -179,8 +161,7 @@ def penetration_guidance(
             return x0_hat
         x = x0_hat.detach()
         with torch.no_grad():
-            pairs = find_penetrations(verts_of(None, x), faces, mode=mode, vertex_subset=subset,
-                                       max_queries=max_queries)  # fmt: skip
+            pairs = find_penetrations(verts_of(None, x), faces, mode=mode, max_queries=max_queries)
         active = pairs.samples_with_pairs().nonzero(as_tuple=True)[0]
         if active.numel() == 0:
             return x0_hat
