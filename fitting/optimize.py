@@ -38,7 +38,7 @@ GLOBAL_TERMS = ("reproj", "init")
 
 def _default_weights() -> dict[str, float]:
     return {"reproj": 1.0, "init": 20.0, "init_param": 0.0, "shape": 0.05, "pose": 10.0,
-            "pen": 1.0, "sds": 3.0}  # fmt: skip
+            "pen": 1.0, "sds": 5.0}  # fmt: skip
 
 
 @dataclass
