@@ -133,6 +133,7 @@ def penetration_guidance(
     mode: Mode = "fast",
     min_step_weight: float = 0.0,
     max_queries: int = 0,
+    last_step_repeats: int = 1,
 ) -> GuideFn:
     """Batched APG for the other hand given a fixed anchor.
 
@@ -148,6 +149,9 @@ def penetration_guidance(
         max_queries: > 0: in a gross overlap query at most about this many vertices per hand
             (an evenly strided subset of those inside the other hand's box; the energy is a mean
             over pairs, which the subset estimates); 0: all (``prior.penetration._strided``).
+        last_step_repeats: apply the last step's update this many times (each on the result of
+            the previous one, penetration searched again): after the last step the network no
+            longer re-predicts x0, so the final guidance decides what penetration is left.
     Returns:
         ``guide_x0(x0_hat (B, 64), step) -> (B, 64)``.
     """
@@ -155,10 +159,7 @@ def penetration_guidance(
     anchor = anchor.detach()
     faces = mano.faces
 
-    def guide_x0(x0_hat: Tensor, step: int) -> Tensor:
-        _check_x0(x0_hat, anchor, step, num_steps)
-        if float(sizes[step].max()) < min_step_weight:
-            return x0_hat
+    def update(x0_hat: Tensor, step: int) -> Tensor:
         x = x0_hat.detach()
         with torch.no_grad():
             pairs = find_penetrations(verts_of(None, x), faces, mode=mode, max_queries=max_queries)
@@ -177,6 +178,14 @@ def penetration_guidance(
         out = x0_hat.clone()
         out[active] = x0_hat[active] - sizes[step] * precond * grad
         return out
+
+    def guide_x0(x0_hat: Tensor, step: int) -> Tensor:
+        _check_x0(x0_hat, anchor, step, num_steps)
+        if float(sizes[step].max()) < min_step_weight:
+            return x0_hat
+        for _ in range(last_step_repeats if step == num_steps - 1 else 1):
+            x0_hat = update(x0_hat, step)
+        return x0_hat
 
     return guide_x0
 

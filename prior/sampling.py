@@ -42,7 +42,7 @@ class SamplerConfig:
             Default off: independent noise, since nothing in the method asks the two hands to
             start from the same point and sharing it couples their trajectories.
         apg, apg_weight, apg_decay, apg_last_step_scale, apg_rho, apg_mode,
-            apg_min_step_weight, apg_max_queries: anti-penetration guidance knobs
+            apg_min_step_weight, apg_max_queries, apg_last_step_repeats: anti-penetration guidance knobs
             (:func:`apg_factory`, ``prior.apg.penetration_guidance``); ``sample_vectors`` itself
             only applies the ``guide`` it is given. Defaults 2.0 / 256: APG at the 12 steps with
             ``s_k >= 2`` only, at most ~256 queried vertices per hand in a gross overlap
@@ -66,6 +66,7 @@ class SamplerConfig:
     apg_mode: Literal["fast", "exact"] = "fast"
     apg_min_step_weight: float = 2.0
     apg_max_queries: int = 256
+    apg_last_step_repeats: int = 1
 
 
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -213,7 +214,7 @@ def apg_factory(prior: Prior, mano: ManoPair, cfg: SamplerConfig) -> GuideFactor
             prior.codec, mano, anchor, num_steps=cfg.steps, weight=cfg.apg_weight,
             decay=cfg.apg_decay, last_step_scale=cfg.apg_last_step_scale, rho=cfg.apg_rho,
             mode=cfg.apg_mode, min_step_weight=cfg.apg_min_step_weight,
-            max_queries=cfg.apg_max_queries,
+            max_queries=cfg.apg_max_queries, last_step_repeats=cfg.apg_last_step_repeats,
         )  # fmt: skip
 
     return factory

@@ -112,3 +112,17 @@ def test_preconditioner_keeps_the_original_step_in_metres():
     factor = gradient_preconditioner(codec)
     assert factor.shape == (64,) and torch.allclose(factor[-3:], torch.full((3,), 0.0016))
     assert gradient_preconditioner(HandCodec(CodecConfig(norm="variance_quirk"))) == 1.0
+
+
+def test_last_step_repeats_lower_the_energy_further(mano: ManoPair) -> None:
+    codec = HandCodec()  # std-like scales: one step does not resolve the overlap
+    codec.rel_scale.fill_(0.02)
+    codec.hand_scale.fill_(0.2)
+    anchor, other = codec.encode(_overlapping(4, 6), mano)
+    once = penetration_guidance(codec, mano, anchor)(other, 41)
+    thrice = penetration_guidance(codec, mano, anchor, last_step_repeats=3)(other, 41)
+    left = _energy(codec, mano, anchor, once).sum()
+    assert left > 0 and _energy(codec, mano, anchor, thrice).sum() < left
+    # only the last step repeats
+    torch.testing.assert_close(penetration_guidance(codec, mano, anchor, last_step_repeats=3)(other, 40),
+                               penetration_guidance(codec, mano, anchor)(other, 40))  # fmt: skip
