@@ -116,6 +116,30 @@ def test_sds_path_runs_with_a_prior(mano, case):
     assert torch.isfinite(res.hands.transl).all()
 
 
+def test_sds_apg_moves_the_target_of_penetrating_pairs(mano):
+    """With sds_apg the other hand's SDS target gets an APG step: on overlapping hands the loss
+    (same t and noise) changes; without the full hand model it is a clear error."""
+    from fitting.kinematics import JointModel  # noqa: PLC0415
+    from fitting.sds import clipped_sds_loss  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    tiny = DenoiserConfig(hidden=48, emb=32, ff_dim=64, layers=3, skips=(1,))
+    codec = HandCodec()
+    codec.rel_scale.fill_(0.02)
+    prior = Prior(HandDenoiser(tiny).eval(), GaussianDiffusion(DiffusionConfig()), codec, mano.model_name)
+    eye = torch.eye(3).expand(2, 2, 3, 3).clone()
+    transl = torch.zeros(2, 2, 3)
+    transl[:, 1, 1] = -0.01  # the right hand 1 cm below the left, same orientation: overlapping
+    hands = TwoHands(torch.zeros(2, 2, 15, 3), torch.zeros(2, 2, 10), eye, transl)
+    joints = JointModel(mano)
+    plain = clipped_sds_loss(prior, hands, joints, FitConfig(), torch.Generator().manual_seed(0))
+    guided = clipped_sds_loss(prior, hands, joints, FitConfig(sds_apg=7.0),
+                              torch.Generator().manual_seed(0), meshes=mano)  # fmt: skip
+    assert not torch.allclose(plain, guided)
+    with pytest.raises(ValueError, match="sds_apg > 0 needs the full hand model"):
+        clipped_sds_loss(prior, hands, joints, FitConfig(sds_apg=7.0), None)
+
+
 def test_fit_yaml_is_the_dataclass_default():
     assert from_dict(FitConfig, load(REPO / "configs" / "fit.yaml")) == FitConfig()
 
