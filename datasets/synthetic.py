@@ -33,6 +33,7 @@ from prior.anatomy import POSE_FAMILIES, angles_to_pose, hand_axes, sample_finge
 from prior.hands import LEFT, RIGHT, ManoPair, TwoHands, convert_joints
 from prior.penetration import (
     farthest_point_subset,
+    nearest_index,
     pair_normals,
     penetrations_from_points,
 )
@@ -303,9 +304,7 @@ class SyntheticGenerator:
             if side == RIGHT:
                 probes = probes @ rot_t + t[rows, None]
             other, other_n = world[1 - side], normals[1 - side]
-            # Nearest target point: argmin of |p|^2 - 2 q.p (no square roots, one batched product).
-            near = torch.baddbmm(other.square().sum(-1)[:, None], probes, other.transpose(1, 2),
-                                 alpha=-2.0).argmin(-1)  # (r, k*P)
+            near = nearest_index(probes, other)  # (r, k*P) nearest target point
             gather = near[..., None].expand(-1, -1, 3)
             signed = (other_n.gather(1, gather) * (probes - other.gather(1, gather))).sum(-1)
             hit = (signed < self.close_margin).float().view(r * k, -1)  # (r*k, P)
