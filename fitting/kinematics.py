@@ -4,7 +4,9 @@ Most fitting terms (reprojection, 3D landmarks, the prior's codec) need joints o
 joints are the 16 kinematic joints, whose rest positions are linear in the shape (``J_regressor``
 applied to the shaped template), plus 5 fingertip *vertices*; skinning just those 5 vertices
 instead of all 778 makes a step several times cheaper. The result equals
-``ManoPair.forward(hands).joints`` (tested to 1e-5 m).
+``ManoPair.forward(hands).joints`` (tested to 1e-5 m). The same transforms skin any other chosen
+vertices (:meth:`JointModel.vertices`): the penetration term needs only the few vertices of its
+penetrating pairs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from prior.hands import (
     TwoHands,
 )
 
-__all__ = ["HandJoints", "JointModel"]
+__all__ = ["HandJoints", "JointModel", "PosedHands"]
 
 # MANO's kinematic tree is the wrist plus five chains of three joints (MANO16 order):
 # level k holds the k-th joint of each finger, whose parent is in level k-1.
@@ -49,11 +51,52 @@ class HandJoints:
         return self.joints[:, :, IH26M_MIDDLE_MCP]
 
 
+@dataclass(frozen=True)
+class PosedHands:
+    """One forward pass of :class:`JointModel`: the joints and what skinning more vertices needs.
+
+    joints: (B, 2, 21, 3) camera frame, MANO21 order. rots, shift: (B, 2, 16, 3, 3), (B, 2, 16, 3)
+    per-joint rigid transforms ``x -> R x + shift`` of the rest pose (before the root rotation).
+    pose_feature: (B, 2, 135) pose blend-shape feature. wrist: (B, 2, 1, 3) rest wrist.
+    rot_mat, transl: (B, 2, 3, 3), (B, 2, 3) the hands' root rotation (about the wrist) and
+    translation.
+    """
+
+    joints: Tensor
+    rots: Tensor
+    shift: Tensor
+    pose_feature: Tensor
+    wrist: Tensor
+    rot_mat: Tensor
+    transl: Tensor
+
+    def joints_in(self, order: str) -> Tensor:
+        """(B, 2, 21, 3) joints in a named order of :data:`prior.hands.JOINT_ORDERS`."""
+        return self.joints[:, :, list(JOINT_ORDERS[order])]
+
+    def middle_mcp(self) -> Tensor:
+        """(B, 2, 3) middle-finger MCP joints (what the prior's codec anchors on)."""
+        return self.joints[:, :, JOINT_ORDERS["ih26m"][IH26M_MIDDLE_MCP]]
+
+
+def _skin(rest: Tensor, weights: Tensor, rots: Tensor, shift: Tensor) -> Tensor:
+    """Linear blend skinning: rest points (B, 2, K, 3), weights (2, K, 16), per-joint transforms
+    (B, 2, 16, 3, 3) and (B, 2, 16, 3) -> posed points (B, 2, K, 3)."""
+    r = torch.einsum("hvj,bhjkl->bhvkl", weights, rots)
+    t = torch.einsum("hvj,bhjk->bhvk", weights, shift)
+    return (r @ rest[..., None])[..., 0] + t
+
+
+def _to_camera(points: Tensor, wrist: Tensor, rot_mat: Tensor, transl: Tensor) -> Tensor:
+    """Root rotation about the wrist, then translation (as ``ManoPair.forward``): (B, 2, K, 3)."""
+    return (points - wrist) @ rot_mat.transpose(-1, -2) + wrist + transl[:, :, None]
+
+
 class JointModel(nn.Module):
     """Joints-only twin of a :class:`ManoPair` (same parameters, same conventions).
 
     It also exposes what :class:`prior.codec.HandCodec` reads from a hand model
-    (``flat_hand_mean``, ``hands_components``, ``hands_mean``, ``model_name``), so it can stand
+    (``flat_hand_mean``, ``hands_components(_inv)``, ``hands_mean``, ``model_name``), so it can stand
     in for the ``ManoPair`` when encoding hands for the prior.
     """
 
@@ -65,7 +108,7 @@ class JointModel(nn.Module):
         tips = mano._tips
         stacks: dict[str, list[Tensor]] = {k: [] for k in (
             "j_template", "j_shapedirs", "tip_template", "tip_shapedirs", "tip_posedirs",
-            "tip_weights", "pose_mean")}  # fmt: skip
+            "tip_weights", "pose_mean", "v_template", "shapedirs", "posedirs", "lbs_weights")}  # fmt: skip
         for layer in mano.layers:
             reg = layer.J_regressor  # (16, 778)
             stacks["j_template"].append(reg @ layer.v_template)
@@ -76,6 +119,11 @@ class JointModel(nn.Module):
             stacks["tip_posedirs"].append(posedirs[:, tips].reshape(posedirs.shape[0], -1))
             stacks["tip_weights"].append(layer.lbs_weights[tips])
             stacks["pose_mean"].append(layer.pose_mean[3:].view(15, 3))
+            # The whole mesh, for skinning chosen vertices (:meth:`vertices`).
+            stacks["v_template"].append(layer.v_template)  # (778, 3)
+            stacks["shapedirs"].append(layer.shapedirs)  # (778, 3, 10)
+            stacks["posedirs"].append(posedirs.permute(1, 0, 2))  # (778, 135, 3)
+            stacks["lbs_weights"].append(layer.lbs_weights)  # (778, 16)
         for name, items in stacks.items():
             self.register_buffer(name, torch.stack(items), persistent=False)
         parents = tuple(int(p) for p in mano.layers[0].parents.tolist())
@@ -86,11 +134,14 @@ class JointModel(nn.Module):
     def hands_components(self) -> Tensor:
         return self.mano.hands_components()
 
+    def hands_components_inv(self) -> Tensor:
+        return self.mano.hands_components_inv()
+
     def hands_mean(self) -> Tensor:
         return self.mano.hands_mean()
 
-    def joints_mano21(self, hands: TwoHands) -> Tensor:
-        """(B) TwoHands -> (B, 2, 21, 3) joints in MANO21 order (16 kinematic joints, 5 tips)."""
+    def pose(self, hands: TwoHands) -> PosedHands:
+        """(B) TwoHands -> :class:`PosedHands`: the joints and the per-joint transforms."""
         b = hands.batch_size
         dtype = hands.pose_aa.dtype
         # Rest joints and tip vertices of the shaped hand (linear in betas).
@@ -125,14 +176,33 @@ class JointModel(nn.Module):
         rots = torch.cat([eye, *level_rots], 2)[:, :, _INV_PERM]  # (B,2,16,3,3)
         posed = torch.cat([wrist, *level_pos], 2)[:, :, _INV_PERM]  # (B,2,16,3)
         shift = posed - (rots @ joints_rest[..., None])[..., 0]
-        # Linear blend skinning of the 5 tip vertices.
-        weights = self.tip_weights.to(dtype)  # (2,5,16)
-        r_tip = torch.einsum("hvj,bhjkl->bhvkl", weights, rots)
-        t_tip = torch.einsum("hvj,bhjk->bhvk", weights, shift)
-        tips = (r_tip @ tips_rest[..., None])[..., 0] + t_tip
+        tips = _skin(tips_rest, self.tip_weights.to(dtype), rots, shift)
         joints = torch.cat([posed, tips], 2)  # MANO21 order
-        # Root rotation about the wrist, then translation (as ManoPair.forward).
-        return (joints - wrist) @ hands.rot_mat.transpose(-1, -2) + wrist + hands.transl[:, :, None]
+        joints = _to_camera(joints, wrist, hands.rot_mat, hands.transl)
+        return PosedHands(joints, rots, shift, pose_feature, wrist, hands.rot_mat, hands.transl)
+
+    def vertices(self, posed: PosedHands, index: Tensor, betas: Tensor) -> Tensor:
+        """Mesh vertices ``index`` of both hands, differentiable, without skinning the others.
+
+        Args:
+            posed: :meth:`pose` of the hands (B).
+            index: (2, K) long vertex indices per side (left, right).
+            betas: (B, 2, 10) the hands' shape (``hands.betas``).
+        Returns:
+            (B, 2, K, 3) camera-frame vertices, equal to ``ManoPair(hands).verts[:, s, index[s]]``.
+        """
+        dtype = betas.dtype
+        side = torch.arange(2, device=index.device)[:, None]
+        rest = self.v_template[side, index].to(dtype) + torch.einsum(
+            "hkcs,bhs->bhkc", self.shapedirs[side, index].to(dtype), betas)  # fmt: skip
+        posedirs = self.posedirs[side, index].to(dtype)  # (2, K, 135, 3)
+        rest = rest + torch.einsum("bhp,hkpc->bhkc", posed.pose_feature, posedirs)
+        verts = _skin(rest, self.lbs_weights[side, index].to(dtype), posed.rots, posed.shift)
+        return _to_camera(verts, posed.wrist, posed.rot_mat, posed.transl)
+
+    def joints_mano21(self, hands: TwoHands) -> Tensor:
+        """(B) TwoHands -> (B, 2, 21, 3) joints in MANO21 order (16 kinematic joints, 5 tips)."""
+        return self.pose(hands).joints
 
     def forward(self, hands: TwoHands) -> HandJoints:
         """(B) TwoHands -> HandJoints with joints (B, 2, 21, 3), InterHand2.6M order."""
@@ -140,4 +210,4 @@ class JointModel(nn.Module):
 
     def joints_in(self, hands: TwoHands, order: str) -> Tensor:
         """(B, 2, 21, 3) joints in a named order of :data:`prior.hands.JOINT_ORDERS`."""
-        return self.joints_mano21(hands)[:, :, list(JOINT_ORDERS[order])]
+        return self.pose(hands).joints_in(order)

@@ -12,16 +12,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fitting.kinematics import JointModel, PosedHands
 from fitting.observation import KEYPOINT_ORDER, Observation
 from prior.anatomy import hand_axes
 from prior.hands import NUM_POSE_JOINTS, HandMeshes, ManoPair, TwoHands, convert_joints
+from prior.penetration import (
+    PenetrationPairs,
+    energy_from_pairs,
+    find_penetrations,
+    penetration_energy,
+)
 from prior.penetration import penetration_depth as _penetration_depth
-from prior.penetration import penetration_energy
 
 __all__ = [
     "PoseLimits", "project", "gmof", "reprojection_loss", "reprojection_error_px",
     "init_landmark_loss", "init_param_loss", "shape_loss", "pose_loss", "pose_limits",
-    "penetration_loss", "penetration_depth", "root_relative", "centred",
+    "penetration_loss", "sparse_penetration_loss", "penetration_depth", "root_relative", "centred",
 ]  # fmt: skip
 
 _WRIST_MP = 0  # wrist index in MediaPipe order
@@ -215,6 +221,49 @@ def penetration_loss(meshes: HandMeshes, present: Tensor, rho: float = 0.05) -> 
         idx = both.nonzero()[:, 0]
         out = out.index_put((idx,), penetration_energy(meshes[idx], rho=rho))
     return out
+
+
+def sparse_penetration_loss(
+    hands: TwoHands, posed: PosedHands, kinematics: JointModel, mano: ManoPair, present: Tensor,
+    rho: float = 0.05,
+) -> Tensor:  # fmt: skip
+    """:func:`penetration_loss` of ``mano(hands)`` (same value and gradient) at a fraction of its
+    cost: the penetrating pairs are found on a mesh posed without gradient, and only the vertices
+    of those pairs are skinned differentiably (``kinematics.vertices``), so the backward pass
+    runs through a few dozen vertices instead of two full meshes; nothing is differentiated
+    when nothing penetrates.
+
+    Args:
+        hands: TwoHands (B), differentiable. posed: ``kinematics.pose(hands)`` (shared with the
+            joint terms). kinematics: the joints-only twin of ``mano``. mano: the hand model.
+        present: (B, 2) bool. rho: GMoF scale, metres.
+    Returns:
+        (B,) energy.
+    """
+    both = present.all(1)
+    out = hands.pose_aa.new_zeros(hands.batch_size)
+    if not both.any():
+        return out
+    idx = both.nonzero()[:, 0]
+    with torch.no_grad():
+        pairs = find_penetrations(mano(hands[idx].detach()))
+    if len(pairs) == 0:
+        return out
+    # The vertices each side needs (its queries and the other side's targets) in ascending
+    # order, as (2, K) indices padded with the side's first one; slot: a vertex's place there.
+    need = torch.zeros(2, kinematics.v_template.shape[1], dtype=torch.bool, device=out.device)
+    need[pairs.side, pairs.query] = True
+    need[1 - pairs.side, pairs.target] = True
+    count = need.sum(1, keepdim=True)
+    k = int(count.max())
+    order = torch.argsort((~need).to(torch.int8), dim=1, stable=True)[:, :k]
+    order = torch.where(torch.arange(k, device=out.device) < count, order, order[:, :1])
+    slot = need.long().cumsum(1) - 1
+    sub = PosedHands(*(getattr(posed, f)[idx] for f in PosedHands.__dataclass_fields__))
+    verts = kinematics.vertices(sub, order, hands.betas[idx])  # (b, 2, K, 3)
+    local = PenetrationPairs(pairs.sample, pairs.side, slot[pairs.side, pairs.query],
+                             slot[1 - pairs.side, pairs.target], pairs.batch_size)  # fmt: skip
+    return out.index_put((idx,), energy_from_pairs(verts, local, rho=rho))
 
 
 def penetration_depth(meshes: HandMeshes, present: Tensor) -> Tensor:

@@ -23,11 +23,11 @@ import torch
 from torch import Tensor
 
 from fitting import objectives as O
-from fitting.kinematics import JointModel
+from fitting.kinematics import JointModel, PosedHands
 from fitting.observation import KEYPOINT_ORDER, Observation
 from fitting.sds import SLOTS, prior_loss
 from prior.checkpoint import Prior
-from prior.hands import HandMeshes, ManoPair, TwoHands
+from prior.hands import ManoPair, TwoHands
 
 __all__ = ["FitConfig", "FitResult", "fit", "TERMS"]
 
@@ -150,17 +150,13 @@ class _Params:
 
 
 def _terms(
-    hands: TwoHands, joints: Tensor, meshes: HandMeshes | None, obs: Observation,
-    prior: Prior | None, kinematics: JointModel, cfg: FitConfig, active: set[str],
+    hands: TwoHands, posed: PosedHands, obs: Observation, prior: Prior | None,
+    kinematics: JointModel, mano: ManoPair, cfg: FitConfig, active: set[str],
     limits: O.PoseLimits, generator: torch.Generator, t_range: tuple[float, float] | None = None,
-    mano: ManoPair | None = None,
 ) -> dict[str, Tensor]:  # fmt: skip
-    """Unweighted (B,) loss terms named in ``active``.
-
-    ``joints`` are (B, 2, 21, 3) in the observation's (MediaPipe) order; ``meshes`` is needed
-    for "pen" only.
-    """
+    """Unweighted (B,) loss terms named in ``active``; ``posed = kinematics.pose(hands)``."""
     present = obs.present
+    joints = posed.joints_in(KEYPOINT_ORDER)
     out: dict[str, Tensor] = {}
     if "reproj" in active:
         out["reproj"] = O.reprojection_loss(joints, obs, cfg.reproj_rho, order=KEYPOINT_ORDER)
@@ -172,11 +168,12 @@ def _terms(
         out["shape"] = O.shape_loss(hands.betas, present)
     if "pose" in active:
         out["pose"] = O.pose_loss(hands.pose_aa, present, limits)
-    if "pen" in active and meshes is not None:
-        out["pen"] = O.penetration_loss(meshes, present, cfg.pen_rho)
+    if "pen" in active:
+        out["pen"] = O.sparse_penetration_loss(hands, posed, kinematics, mano, present, cfg.pen_rho)
     if "sds" in active and prior is not None:
         # The codec reads joints only: the joints-only model stands in for the ManoPair.
-        out["sds"] = prior_loss(prior, hands, kinematics, present, cfg, generator, t_range, mano)
+        out["sds"] = prior_loss(prior, hands, kinematics, present, cfg, generator, t_range, mano,
+                                posed.middle_mcp())  # fmt: skip
     return out
 
 
@@ -245,7 +242,7 @@ def fit(
     kinematics = JointModel(mano).to(device)
     params = _Params(obs.init, cfg.transl_lr / cfg.lr)
     masks = {full: params.grad_mask(obs.present, full) for full in (False, True)}
-    optimizer = torch.optim.Adam([params.x], lr=cfg.lr)
+    optimizer = torch.optim.Adam([params.x], lr=cfg.lr, fused=True)  # one tensor: fused is cheapest
     weights = {k: float(v) for k, v in cfg.weights.items() if v}
     logged: list[Tensor] = []  # per step: weighted batch means of (*weights, total)
     nan = torch.tensor(float("nan"), device=device)
@@ -259,16 +256,16 @@ def fit(
             active.discard("sds")
         active &= set(weights)
         hands = params.hands()
-        joints = kinematics.joints_in(hands, KEYPOINT_ORDER)
-        meshes = mano(hands) if "pen" in active else None  # skinning only when needed
-        terms = _terms(hands, joints, meshes, obs, prior, kinematics, cfg, active, limits, generator,
-                       _t_range(cfg, step), mano)  # fmt: skip
+        terms = _terms(hands, kinematics.pose(hands), obs, prior, kinematics, mano, cfg, active,
+                       limits, generator, _t_range(cfg, step))  # fmt: skip
         total = sum(weights[k] * v for k, v in terms.items())
         if not torch.isfinite(total).all():
             _raise_non_finite(step, "full" if full else "global", terms)
         logged.append(torch.stack([weights[k] * terms[k].detach().mean() if k in terms else nan
                                    for k in weights] + [total.detach().mean()]))  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
+        if not total.requires_grad:  # every active term is constant here (e.g. no penetration)
+            continue
         total.sum().backward()
         # Absent hands are frozen throughout, finger pose and shape in the global stage.
         params.x.grad.mul_(masks[full])
@@ -280,9 +277,8 @@ def fit(
     with torch.no_grad():
         hands = _keep_absent(params.hands().detach(), obs.init, obs.present)
         meshes = mano(hands)
-        joints = meshes.joints_in(KEYPOINT_ORDER)
-        terms = _terms(hands, joints, meshes, obs, prior, kinematics, cfg, set(TERMS), limits,
-                       generator, mano=mano)  # fmt: skip
+        terms = _terms(hands, kinematics.pose(hands), obs, prior, kinematics, mano, cfg, set(TERMS),
+                       limits, generator)  # fmt: skip
         final = {k: v.detach() for k, v in terms.items()}
         final["reproj_px"] = O.reprojection_error_px(meshes.joints, obs)
         final["pen_depth"] = O.penetration_depth(meshes, obs.present)

@@ -52,7 +52,7 @@ def _prepare(x: Tensor, clip: float, live: Tensor | None) -> Tensor:
 def clipped_sds_loss(
     prior: Prior, hands: TwoHands, mano: JointModel, cfg: FitConfig,
     generator: torch.Generator | None, t_range: tuple[float, float] | None = None,
-    meshes: ManoPair | None = None,
+    meshes: ManoPair | None = None, middle_mcp: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """(B,) SDS loss of TwoHands with clipped inputs and the gradient restricted to ``cfg.sds_slots``.
 
@@ -67,6 +67,8 @@ def clipped_sds_loss(
         meshes: the full hand model; with ``cfg.sds_apg > 0`` the other hand's x0 prediction
             gets one anti-penetration guidance step of that size (:func:`prior.apg.apg_step`),
             so the term pulls towards the prior's non-penetrating interaction.
+        middle_mcp: (B, 2, 3) the hands' middle MCP joints when already computed (the codec
+            poses the hands for them otherwise).
     Returns:
         (B,) loss; with ``symmetric`` the mean of the scene and its mirror image (each hand the
         anchor once).
@@ -88,23 +90,23 @@ def clipped_sds_loss(
         guide = lambda a, o: apg_step(prior.codec, meshes, a, o, cfg.sds_apg, rho=cfg.pen_rho,  # noqa: E731
                                       max_queries=256)  # fmt: skip
 
-    def one(h: TwoHands) -> Tensor:
-        anchor, other = prior.codec.encode(h, mano)
+    def one(h: TwoHands, j9: Tensor | None) -> Tensor:
+        anchor, other = prior.codec.encode(h, mano, j9)
         return sds_loss(prior, _prepare(anchor, cfg.sds_clip, live_anchor),
                         _prepare(other, cfg.sds_clip, live_other), t_range,
                         cfg.cfg_weight, generator, cfg.sds_weighting, guide=guide)  # fmt: skip
 
-    loss = one(hands)
+    loss = one(hands, middle_mcp)
     if cfg.sds_symmetric:
         swap = torch.ones(hands.batch_size, dtype=torch.bool, device=hands.device)
-        loss = 0.5 * (loss + one(swap_sides(hands, swap)))
+        loss = 0.5 * (loss + one(swap_sides(hands, swap), None))
     return loss
 
 
 def prior_loss(
     prior: Prior, hands: TwoHands, mano: JointModel, present: Tensor, cfg: FitConfig,
     generator: torch.Generator | None, t_range: tuple[float, float] | None = None,
-    meshes: ManoPair | None = None,
+    meshes: ManoPair | None = None, middle_mcp: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """(B,) SDS loss of the current hands (0 for images without both hands).
 
@@ -117,11 +119,13 @@ def prior_loss(
         generator: source of t and noise.
         t_range: overrides ``cfg.sds_t_range`` (annealing).
         meshes: the full hand model (needed when ``cfg.sds_apg > 0``).
+        middle_mcp: (B, 2, 3) the hands' middle MCP joints, if already computed.
     """
     both = present.all(1)
     out = hands.pose_aa.new_zeros(hands.batch_size)
     if not both.any():
         return out
     idx = both.nonzero()[:, 0]
+    j9 = None if middle_mcp is None else middle_mcp[idx]
     return out.index_put((idx,), clipped_sds_loss(prior, hands[idx], mano, cfg, generator, t_range,
-                                                    meshes))  # fmt: skip
+                                                    meshes, j9))  # fmt: skip

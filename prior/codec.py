@@ -199,8 +199,8 @@ class HandCodec(nn.Module):
         pose = pose_aa.flatten(1)  # (B, 45)
         if mano.flat_hand_mean:
             pose = pose - mano.hands_mean()[side]
-        comps = mano.hands_components()[side].to(pose)  # rows are components: pose = pca @ C
-        return torch.linalg.solve(comps.T, pose.T).T
+        # Rows of C are components: pose = pca @ C, so pca = pose @ inverse(C) (precomputed).
+        return pose @ mano.hands_components_inv()[side].to(pose)
 
     def _pca_to_pose(self, pca: Tensor, side: int, mano: ManoPair) -> Tensor:
         pose = pca @ mano.hands_components()[side].to(pca)
@@ -208,13 +208,16 @@ class HandCodec(nn.Module):
             pose = pose + mano.hands_mean()[side]
         return pose.unflatten(1, (15, 3))
 
-    def encode_raw(self, hands: TwoHands, mano: ManoPair) -> tuple[Tensor, Tensor]:
+    def encode_raw(
+        self, hands: TwoHands, mano: ManoPair, middle_mcp: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Un-normalised (anchor, other) vectors, each (B, 64); differentiable.
 
         The LEFT hand is the anchor. Swap/mirror beforehand (:func:`swap_sides`) for the other
-        orientation.
+        orientation. ``middle_mcp``: the hands' (B, 2, 3) middle MCP joints when the caller has
+        already posed them (``mano(hands).middle_mcp()``, which is computed otherwise).
         """
-        j9 = mano(hands).middle_mcp()  # (B, 2, 3)
+        j9 = mano(hands).middle_mcp() if middle_mcp is None else middle_mcp  # (B, 2, 3)
         r_anchor, r_other = hands.rot_mat[:, LEFT], hands.rot_mat[:, RIGHT]
         # Relative transform about the middle MCPs, in the anchor's root frame (ref. §2.3).
         rel_rot = r_anchor.transpose(1, 2) @ r_other
@@ -227,9 +230,12 @@ class HandCodec(nn.Module):
                            hands.betas[:, RIGHT], rotmat_to_6d(rel_rot), rel_trans], dim=1)  # fmt: skip
         return anchor, other
 
-    def encode(self, hands: TwoHands, mano: ManoPair) -> tuple[Tensor, Tensor]:
-        """Normalised (anchor (B,64), other (B,64)); the left hand is the anchor."""
-        return self.normalize(*self.encode_raw(hands, mano))
+    def encode(
+        self, hands: TwoHands, mano: ManoPair, middle_mcp: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Normalised (anchor (B,64), other (B,64)); the left hand is the anchor (see
+        :meth:`encode_raw`)."""
+        return self.normalize(*self.encode_raw(hands, mano, middle_mcp))
 
     def decode_raw(self, anchor_raw: Tensor, other_raw: Tensor, mano: ManoPair) -> TwoHands:
         """Raw vectors -> TwoHands in the anchor frame (see :meth:`decode`)."""

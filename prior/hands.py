@@ -291,6 +291,8 @@ class ManoPair(nn.Module):
         comps = np.stack([arrays[s]["hands_components"] for s in SIDES]).astype(np.float32)
         means = np.stack([arrays[s]["hands_mean"] for s in SIDES]).astype(np.float32)
         self.register_buffer("_components", torch.as_tensor(comps), persistent=False)
+        inv = np.linalg.inv(comps.astype(np.float64)).astype(np.float32)
+        self.register_buffer("_components_inv", torch.as_tensor(inv), persistent=False)
         self.register_buffer("_hands_mean", torch.as_tensor(means), persistent=False)
         tips = torch.as_tensor(TIP_VERTEX_IDS, dtype=torch.long)
         self.register_buffer("_tips", tips, persistent=False)
@@ -306,6 +308,10 @@ class ManoPair(nn.Module):
     def hands_components(self) -> Tensor:
         """(2, 45, 45) pose PCA bases (rows are components), left then right."""
         return self._components
+
+    def hands_components_inv(self) -> Tensor:
+        """(2, 45, 45) inverses of :meth:`hands_components` (``pca = pose @ inv``)."""
+        return self._components_inv
 
     def hands_mean(self) -> Tensor:
         """(2, 45) mean finger pose (axis-angle), left then right."""

@@ -50,6 +50,47 @@ def test_joint_model_equals_mano(mano, generator):
     assert torch.allclose(JointModel(mano)(hands).joints, mano(hands).joints, atol=1e-5)
 
 
+def test_joint_model_skins_chosen_vertices_as_mano(mano, generator):
+    hands = _hands(3, generator)
+    model = JointModel(mano)
+    index = torch.stack([torch.arange(0, 770, 7), torch.arange(5, 775, 7)])  # (2, 110)
+    verts = model.vertices(model.pose(hands), index, hands.betas)
+    full = mano(hands).verts
+    assert verts.shape == (3, 2, 110, 3)
+    assert torch.allclose(verts[:, 0], full[:, 0, index[0]], atol=1e-5)
+    assert torch.allclose(verts[:, 1], full[:, 1, index[1]], atol=1e-5)
+    assert torch.allclose(model.pose(hands).middle_mcp(), mano(hands).middle_mcp(), atol=1e-5)
+
+
+def test_sparse_penetration_loss_equals_the_full_mesh_loss(mano):
+    from datasets.synthetic import random_two_hands  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(3)
+    truth = random_two_hands(12, g, mano=mano)[0]
+    moved = truth.transl + 0.01 * torch.randn(12, 2, 3, generator=g)  # pushes some pairs into each other
+    present = torch.ones(12, 2, dtype=torch.bool)
+    present[3, 1] = False
+    model = JointModel(mano)
+
+    def run(loss_fn):
+        pose, transl = truth.pose_aa.clone().requires_grad_(True), moved.clone().requires_grad_(True)
+        hands = TwoHands(pose, truth.betas, truth.rot_mat, transl)
+        energy = loss_fn(hands)
+        energy.sum().backward()
+        return energy.detach(), pose.grad, transl.grad
+
+    full = run(lambda h: O.penetration_loss(mano(h), present, 0.05))
+    sparse = run(lambda h: O.sparse_penetration_loss(h, model.pose(h), model, mano, present, 0.05))
+    assert (full[0] > 0).sum() >= 3 and full[0][3] == 0  # the case penetrates; absent hand: 0
+    assert torch.allclose(sparse[0], full[0], rtol=1e-4, atol=1e-4)
+    for a, b in zip(sparse[1:], full[1:]):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()))
+    # Nothing penetrates: zero, and no graph is built at all.
+    apart = TwoHands(truth.pose_aa, truth.betas, truth.rot_mat, truth.transl + torch.tensor([[0.0] * 3, [0.5, 0, 0]]))
+    out = O.sparse_penetration_loss(apart, model.pose(apart), model, mano, present, 0.05)
+    assert not out.any() and not out.requires_grad
+
+
 def test_reprojection_zero_at_truth_and_masks(mano, generator):
     hands = _hands(3, generator)
     obs = _obs(hands, mano)
