@@ -10,7 +10,8 @@ fixed anchor hand and the decoded other hand, summed over samples.
 ``cond_fn`` pattern: gradients inside ``torch.enable_grad()``):
 
 1. decode + hand model for all samples without a graph, and find the penetrating vertex pairs
-   (bounding-box culled, see ``prior.penetration``);
+   (bounding-box culled, see ``prior.penetration``); the anchor's mesh and normals are computed
+   once per sampling run, only the other hand is posed at each step;
 2. only the samples that penetrate are decoded again with a graph, and the energy is evaluated
    on their pairs alone; the rest keep ``x0_hat`` unchanged (their gradient is exactly zero);
 3. steps whose schedule weight is below ``min_step_weight`` are skipped (the early, noisy steps,
@@ -31,7 +32,15 @@ from torch import Tensor
 from prior.codec import TRANSL, HandCodec
 from prior.guidance import GuideFn, apg_schedule
 from prior.hands import LEFT, RIGHT, ManoPair, TwoHands
-from prior.penetration import Mode, PenetrationPairs, energy_from_pairs, find_penetrations
+from prior.penetration import (
+    Mode,
+    PenetrationPairs,
+    energy_from_pairs,
+    find_penetrations,
+    pair_normals,
+    penetrations_from_points,
+    vertex_normals,
+)
 
 __all__ = [
     "DecodeFn", "apg_step", "gradient_preconditioner", "penetration_guidance",
@@ -85,29 +94,42 @@ def gradient_preconditioner(codec: HandCodec | DecodeFn, dim: int = 64) -> Tenso
 # verts(rows, other) -> (b, 2, V, 3): meshes of the anchor rows ``rows`` (None: all) with the
 # other hand's vectors ``other`` (b, 64), differentiable w.r.t. ``other``.
 PairVertsFn = Callable[[Tensor | None, Tensor], Tensor]
+# normals(verts (B, 2, V, 3) of all rows, detached) -> (B, 2, V, 3) outward unit normals.
+PairNormalsFn = Callable[[Tensor], Tensor]
 
 
-def _pair_verts(codec: HandCodec | DecodeFn, mano: ManoPair, anchor: Tensor) -> PairVertsFn:
-    """Both hands' vertices for a fixed anchor. With a HandCodec the anchor mesh is computed once
-    and each call runs the hand model for the other hand only, once
-    (:meth:`HandCodec.decode_verts`); a decode callable gets ``mano(decode(anchor, other))``."""
+def _pair_verts(
+    codec: HandCodec | DecodeFn, mano: ManoPair, anchor: Tensor
+) -> tuple[PairVertsFn, PairNormalsFn]:
+    """Both hands' vertices and normals for a fixed anchor. With a HandCodec the anchor's mesh
+    and normals are computed once and each call runs the hand model for the other hand only,
+    once (:meth:`HandCodec.decode_verts`); a decode callable gets ``mano(decode(anchor, other))``."""
+    faces = mano.faces
     if isinstance(codec, HandCodec):
         with torch.no_grad():
             left = codec.decode_verts(anchor, torch.zeros_like(anchor), mano, LEFT)
+            left_normals = vertex_normals(left, faces[LEFT])
 
         def verts(rows: Tensor | None, other: Tensor) -> Tensor:
             anc, lv = (anchor, left) if rows is None else (anchor[rows], left[rows])
             return torch.stack([lv, codec.decode_verts(anc, other, mano, RIGHT)], dim=1)
 
-        return verts
+        def normals(v: Tensor) -> Tensor:
+            return torch.stack([left_normals, vertex_normals(v[:, RIGHT], faces[RIGHT])], dim=1)
+
+        return verts, normals
     decode = _decoder(codec, mano)
-    return lambda rows, other: mano(decode(anchor if rows is None else anchor[rows], other)).verts
+
+    def decoded(rows: Tensor | None, other: Tensor) -> Tensor:
+        return mano(decode(anchor if rows is None else anchor[rows], other)).verts
+
+    return decoded, lambda v: pair_normals(v, faces)
 
 
 def _setup(codec, mano, anchor: Tensor, num_steps, weight, decay, last_step_scale):
     """What both APG variants share: the geometry, the step sizes and the preconditioner."""
     sizes = step_sizes(num_steps, weight, decay, last_step_scale, anchor.shape[1]).to(anchor)
-    return (_pair_verts(codec, mano, anchor.detach()), sizes,
+    return (*_pair_verts(codec, mano, anchor.detach()), sizes,
             gradient_preconditioner(codec, anchor.shape[1]))  # fmt: skip
 
 
@@ -155,14 +177,16 @@ def penetration_guidance(
     Returns:
         ``guide_x0(x0_hat (B, 64), step) -> (B, 64)``.
     """
-    verts_of, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay, last_step_scale)
+    verts_of, normals_of, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay,
+                                                  last_step_scale)  # fmt: skip
     anchor = anchor.detach()
-    faces = mano.faces
 
     def update(x0_hat: Tensor, step: int) -> Tensor:
         x = x0_hat.detach()
         with torch.no_grad():
-            pairs = find_penetrations(verts_of(None, x), faces, mode=mode, max_queries=max_queries)
+            verts = verts_of(None, x)
+            pairs = penetrations_from_points(verts, normals_of(verts), mode=mode,
+                                             max_queries=max_queries)  # fmt: skip
         active = pairs.samples_with_pairs().nonzero(as_tuple=True)[0]
         if active.numel() == 0:
             return x0_hat
@@ -233,7 +257,8 @@ def penetration_guidance_loop(
     exact vertex-level energy of each sample in a Python loop, summed into one loss, one
     gradient, at every step. Same arguments as :func:`penetration_guidance`.
     """
-    verts_of, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay, last_step_scale)
+    verts_of, _, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay,
+                                         last_step_scale)  # fmt: skip
     anchor = anchor.detach()
     faces = mano.faces
 
