@@ -171,7 +171,9 @@ def prior_runs(mano):
     moved 64-case means by up to 0.7 mm MRRPE and 0.25 mm depth, and on single 64-case subsets
     the prior's effect ranged from -0.8 to +0.9 mm MRRPE. On these 256 cases, measured: no prior
     MRRPE 14.95 mm / depth 1.307 mm, with the prior 14.72 / 1.236 (unfused Adam: 14.96 / 1.243 ->
-    14.68 / 1.214). The margins are small (0.2 mm, 0.03-0.07 mm)."""
+    14.68 / 1.214). The margins are small (0.2 mm, 0.03-0.07 mm), and on held-out seeds 16-31 the
+    prior lowers MRRPE more (15.81 -> 14.41 mm) but RAISES penetration depth (1.14 -> 1.28 mm):
+    the penetration assertion holds on these cases, not in general (docs/performance.md)."""
     if not DEFAULT_CKPT.is_file():
         pytest.skip(f"{DEFAULT_CKPT} not trained yet")
     from prior.checkpoint import load_prior  # noqa: PLC0415
