@@ -156,6 +156,7 @@ def penetration_guidance(
     min_step_weight: float = 0.0,
     max_queries: int = 0,
     last_step_repeats: int = 1,
+    full_last_steps: int = 0,
 ) -> GuideFn:
     """Batched APG for the other hand given a fixed anchor.
 
@@ -174,6 +175,9 @@ def penetration_guidance(
         last_step_repeats: apply the last step's update this many times (each on the result of
             the previous one, penetration searched again): after the last step the network no
             longer re-predicts x0, so the final guidance decides what penetration is left.
+        full_last_steps: the last this many steps query every candidate vertex (``max_queries``
+            applies to the earlier ones): the strided subset is cheap while the network still
+            re-predicts x0, the final steps decide what penetration is left.
     Returns:
         ``guide_x0(x0_hat (B, 64), step) -> (B, 64)``.
     """
@@ -185,8 +189,9 @@ def penetration_guidance(
         x = x0_hat.detach()
         with torch.no_grad():
             verts = verts_of(None, x)
+            full = step >= num_steps - full_last_steps
             pairs = penetrations_from_points(verts, normals_of(verts), mode=mode,
-                                             max_queries=max_queries)  # fmt: skip
+                                             max_queries=0 if full else max_queries)  # fmt: skip
         active = pairs.samples_with_pairs().nonzero(as_tuple=True)[0]
         if active.numel() == 0:
             return x0_hat

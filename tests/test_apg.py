@@ -126,3 +126,17 @@ def test_last_step_repeats_lower_the_energy_further(mano: ManoPair) -> None:
     # only the last step repeats
     torch.testing.assert_close(penetration_guidance(codec, mano, anchor, last_step_repeats=3)(other, 40),
                                penetration_guidance(codec, mano, anchor)(other, 40))  # fmt: skip
+
+
+def test_full_last_steps_query_every_candidate(mano: ManoPair) -> None:
+    """With a query cap, the last ``full_last_steps`` steps act like the uncapped guidance and
+    the earlier ones like the capped one."""
+    codec = HandCodec()
+    anchor, other = codec.encode(_overlapping(4, 4), mano)
+    capped = penetration_guidance(codec, mano, anchor, max_queries=64)
+    uncapped = penetration_guidance(codec, mano, anchor)
+    mixed = penetration_guidance(codec, mano, anchor, max_queries=64, full_last_steps=2)
+    assert not torch.allclose(capped(other, 41), uncapped(other, 41))  # the cap matters here
+    for step in (40, 41):
+        torch.testing.assert_close(mixed(other, step), uncapped(other, step))
+    torch.testing.assert_close(mixed(other, 39), capped(other, 39))
