@@ -151,18 +151,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(configs.to_dict(cfg), sort_keys=False), end="")  # noqa: T201 (CLI output)
         return 0
     ctx, device = init_distributed(os.environ, cfg.device)
-    try:
-        mano = _mano(cfg.mano_dir)
-        hands = DATA_LOADERS[cfg.data.kind](cfg.data, mano)
-        log.info("rank %d: %d training pairs (%s), device %s", ctx.rank, hands.batch_size,
-                 cfg.data.kind, device)  # fmt: skip
-        if ctx.is_main:
-            configs.dump(cfg, cfg.out_dir / "config.resolved.yaml")
-        path = train(cfg.train, hands, mano, cfg.out_dir, device, ctx, resume=args.resume)
-        if ctx.is_main:
-            print(f"prior written to {path}")  # noqa: T201 (CLI output)
-    finally:
-        shutdown(ctx)
+    mano = _mano(cfg.mano_dir)
+    hands = DATA_LOADERS[cfg.data.kind](cfg.data, mano)
+    log.info("rank %d: %d training pairs (%s), device %s", ctx.rank, hands.batch_size,
+             cfg.data.kind, device)  # fmt: skip
+    if ctx.is_main:
+        configs.dump(cfg, cfg.out_dir / "config.resolved.yaml")
+    path = train(cfg.train, hands, mano, cfg.out_dir, device, ctx, resume=args.resume)
+    if ctx.is_main:
+        print(f"prior written to {path}")  # noqa: T201 (CLI output)
+    # Leave the process group only after a successful run, and together: a rank that tears
+    # gloo down while the other is still in a collective aborted once in CI ("terminate called
+    # without an active exception"); destroying it after a failure can deadlock instead
+    # (torchtitan does the same), so a failing rank just exits and torchrun stops the others.
+    ctx.barrier()
+    shutdown(ctx)
     return 0
 
 
