@@ -11,7 +11,7 @@ penetrating pairs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from smplx.lbs import batch_rodrigues
@@ -73,6 +73,10 @@ class PosedHands:
     def joints_in(self, order: str) -> Tensor:
         """(B, 2, 21, 3) joints in a named order of :data:`prior.hands.JOINT_ORDERS`."""
         return self.joints[:, :, list(JOINT_ORDERS[order])]
+
+    def __getitem__(self, idx: Tensor) -> PosedHands:
+        """The same pass for a subset of the batch."""
+        return PosedHands(*(getattr(self, f.name)[idx] for f in fields(self)))
 
     def middle_mcp(self) -> Tensor:
         """(B, 2, 3) middle-finger MCP joints (what the prior's codec anchors on)."""

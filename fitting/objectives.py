@@ -259,8 +259,7 @@ def sparse_penetration_loss(
     order = torch.argsort((~need).to(torch.int8), dim=1, stable=True)[:, :k]
     order = torch.where(torch.arange(k, device=out.device) < count, order, order[:, :1])
     slot = need.long().cumsum(1) - 1
-    sub = PosedHands(*(getattr(posed, f)[idx] for f in PosedHands.__dataclass_fields__))
-    verts = kinematics.vertices(sub, order, hands.betas[idx])  # (b, 2, K, 3)
+    verts = kinematics.vertices(posed[idx], order, hands.betas[idx])  # (b, 2, K, 3)
     local = PenetrationPairs(pairs.sample, pairs.side, slot[pairs.side, pairs.query],
                              slot[1 - pairs.side, pairs.target], pairs.batch_size)  # fmt: skip
     return out.index_put((idx,), energy_from_pairs(verts, local, rho=rho))

@@ -50,7 +50,7 @@ class FitConfig:
     weights: per-term weights, keys in :data:`TERMS` (a missing key counts as 0).
     reproj_rho: GMoF scale of the reprojection term, px.
     pen_rho: GMoF scale of the penetration term, m. pen_every: evaluate penetration only every
-        k-th step (the other steps skip the term; it is the most expensive one).
+        k-th step (the other steps skip the term; its pair search poses both full meshes).
     sds_t_range, cfg_weight, sds_weighting, sds_symmetric: score distillation options
         (:func:`prior.sds.sds_loss`). sds_every: evaluate SDS every k steps.
     sds_slots: "relative" (gradient through the other hand's relative rotation/translation

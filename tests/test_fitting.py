@@ -151,17 +151,6 @@ def test_config_errors():
         FitConfig(steps=10, global_steps=20)
 
 
-def _cat_cases(parts: list[tuple[TwoHands, Observation]]) -> tuple[TwoHands, Observation]:
-    """Concatenate synthetic cases into one batch."""
-    def hands(items: list[TwoHands]) -> TwoHands:
-        return TwoHands(*(torch.cat([getattr(h, k) for h in items]) for k in ("pose_aa", "betas", "rot_mat", "transl")))
-
-    obs = Observation(*(torch.cat([getattr(o, f) for _, o in parts]) if f != "init" else hands([o.init for _, o in parts])
-                        for f in ("keypoints_2d", "confidence", "K", "image_size", "init", "present",
-                                  "landmarks_3d")))  # fmt: skip
-    return hands([t for t, _ in parts]), obs
-
-
 @pytest.fixture(scope="module")
 def prior_runs(mano):
     """Both arms on the same 256 seeded cases (seeds 0-15, fitted as 4 batches of 64), errors
@@ -182,7 +171,8 @@ def prior_runs(mano):
     cfg = FitConfig()
     runs = {"without": [], "with": []}
     for first in (0, 4, 8, 12):
-        truth, obs = _cat_cases([synthetic_case(16, mano, seed=s) for s in range(first, first + 4)])
+        parts = [synthetic_case(16, mano, seed=s) for s in range(first, first + 4)]
+        truth, obs = TwoHands.cat([t for t, _ in parts]), Observation.cat([o for _, o in parts])
         runs["without"].append(errors(fit(obs, None, mano, cfg, torch.Generator().manual_seed(0)).hands, truth, mano))
         runs["with"].append(errors(fit(obs, prior, mano, cfg, torch.Generator().manual_seed(0)).hands, truth, mano))
     return tuple({k: torch.cat([e[k] for e in runs[arm]]) for k in runs[arm][0]} for arm in ("without", "with"))
