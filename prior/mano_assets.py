@@ -32,6 +32,7 @@ __all__ = [
     "read_mano_pickle",
     "resolve_mano_dir",
     "default_cache_dir",
+    "validate_arrays",
 ]
 
 # key -> expected shape (None = any length on that axis)
@@ -143,11 +144,12 @@ def read_mano_pickle(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(data, dict):
         raise MANOFileError(f"{path}: not a MANO pickle (top level is {type(data).__name__})")
     out = {k: np.asarray(_to_numpy(data[k])) for k in REQUIRED_SHAPES if k in data}
-    _validate(out, path)
+    validate_arrays(out, path)
     return out
 
 
-def _validate(arrays: dict[str, np.ndarray], source: Path | str) -> None:
+def validate_arrays(arrays: dict[str, np.ndarray], source: Path | str) -> None:
+    """Raise MANOFileError naming ``source`` unless every MANO key is there with its shape."""
     missing = [k for k in REQUIRED_SHAPES if k not in arrays]
     if missing:
         raise MANOFileError(f"{source}: not a MANO model, missing keys {missing}")
@@ -203,27 +205,8 @@ def _official(model_dir: Path, fix_left_shapedirs: bool, cache_dir: Path) -> dic
                 arrays["shapedirs"] = arrays["shapedirs"].copy()
                 arrays["shapedirs"][:, 0, :] *= -1
             _save_npz(cache, arrays)
-        _validate(arrays, cache)
+        validate_arrays(arrays, cache)
         out[side] = arrays
-    return out
-
-
-def _standin(cache_dir: Path) -> dict[str, dict]:
-    from prior import standin  # noqa: PLC0415
-
-    cache = cache_dir / f"{standin.STANDIN_VERSION}_{standin.source_hash()}.npz"
-    flat = _load_npz(cache) if cache.is_file() else None
-    if flat is None:
-        log.info("generating the stand-in hand model (once; cached in %s)", cache)
-        built = standin.build_standin()
-        flat = {f"{side}__{k}": v for side, d in built.items() for k, v in d.items()}
-        _save_npz(cache, flat)
-    out: dict[str, dict] = {"right": {}, "left": {}}
-    for key, value in flat.items():
-        side, name = key.split("__", 1)
-        out[side][name] = value
-    for side in out:
-        _validate(out[side], cache)
     return out
 
 
@@ -243,7 +226,8 @@ def load_mano_arrays(
     """Arrays of both sides and the model's name.
 
     Args:
-        model_dir: folder with ``MANO_RIGHT.pkl`` and ``MANO_LEFT.pkl``; None for the stand-in.
+        model_dir: folder with ``MANO_RIGHT.pkl`` and ``MANO_LEFT.pkl``; None for the shipped
+            stand-in (:func:`prior.standin.load_standin`).
         fix_left_shapedirs: negate the official left model's ``shapedirs[:, 0, :]`` (once).
         cache_dir: where converted arrays are cached (default :func:`default_cache_dir`).
     Returns:
@@ -251,7 +235,9 @@ def load_mano_arrays(
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if model_dir is None:
-        arrays, kind = _standin(cache_dir), "standin"
+        from prior.standin import load_standin  # noqa: PLC0415
+
+        arrays, kind = load_standin(), "standin"
     else:
         arrays, kind = _official(Path(model_dir), fix_left_shapedirs, cache_dir), "mano"
     return arrays, f"{kind}-{model_digest(arrays)}"

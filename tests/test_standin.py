@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from prior.hands import TwoHands
-from prior.mano_assets import load_mano_arrays
+from prior.mano_assets import MANOFileError, load_mano_arrays
+from prior.standin import ASSET, load_standin, reference_env
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +142,34 @@ def test_left_is_exact_mirror(arrays):
     assert np.array_equal(left["v_template"], r["v_template"] * [-1, 1, 1])
     assert np.array_equal(left["f"], r["f"][:, ::-1])
     assert np.array_equal(left["J_regressor"], r["J_regressor"])
+
+
+def test_shipped_arrays_regenerate_exactly(tmp_path):
+    """The shipped model is what build_standin() makes under the reference settings, bit for bit
+    (so the recipe in the code and the arrays every checkpoint is bound to cannot drift apart)."""
+    features = np.core._multiarray_umath.__cpu_features__
+    if platform.machine().lower() not in ("x86_64", "amd64") or not (features.get("AVX2") and features.get("FMA3")):
+        pytest.skip("the reference settings need an x86-64 CPU with AVX2 and FMA")
+    out = tmp_path / "standin.npz"
+    env = {**os.environ, **reference_env(features)}
+    subprocess.run([sys.executable, "-m", "prior.standin", "--out", str(out)], env=env, cwd=REPO,
+                   check=True, timeout=300)  # fmt: skip
+    with np.load(ASSET) as shipped, np.load(out) as made:
+        assert sorted(shipped.files) == sorted(made.files)
+        for key in shipped.files:
+            assert np.array_equal(shipped[key], made[key]), key
+
+
+def test_damaged_asset_is_a_clear_error(tmp_path):
+    bad = tmp_path / "standin.npz"
+    bad.write_bytes(ASSET.read_bytes()[:5000])
+    with pytest.raises(MANOFileError, match="standin.npz: stand-in hand model unreadable"):
+        load_standin(bad)
+    with np.load(ASSET) as z:
+        arrays = {k: z[k] for k in z.files if k != "version"}
+    np.savez(bad, **arrays, version=np.array("standin-v0"))
+    with pytest.raises(MANOFileError, match="stand-in version 'standin-v0'"):
+        load_standin(bad)
+    np.savez(bad, **{k: v for k, v in arrays.items() if k != "weights"}, version=np.array("standin-v1"))
+    with pytest.raises(MANOFileError, match="missing keys \\['weights'\\]"):
+        load_standin(bad)
