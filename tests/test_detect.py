@@ -57,6 +57,20 @@ def test_two_hands_apart_matches_mediapipe_reference(apart: DetectionResult) -> 
         assert h.world_landmarks is not None and h.world_landmarks.shape == (21, 3)
 
 
+def test_same_side_pair_runs_only_the_flipped_view(detector: HandDetector, apart: DetectionResult) -> None:
+    """Two distinct hands that claim one side: no hand is missing, so only the flipped view
+    runs by default; every recovery view ("full") keeps the same pair with the same sides."""
+    assert apart.stages_run == ["mediapipe", "flip"]
+    full = detect_hands(load_image(IMAGES / "two_hands_apart.jpg"),
+                        replace(detector.cfg, same_side_recovery="full"), detector)  # fmt: skip
+    assert len(full.stages_run) > 10
+    for side in ("left", "right"):
+        a, b = apart.hand(side), full.hand(side)
+        assert np.abs(a.keypoints_2d - b.keypoints_2d).max() < 1.0 and a.handedness_source == b.handedness_source
+    with pytest.raises(ValueError, match="same_side_recovery"):
+        DetectConfig(same_side_recovery="some")
+
+
 def test_woman_two_hands_sides(detector: HandDetector) -> None:
     image = load_image(IMAGES / "woman_two_hands.jpg")
     result = detector(image)
