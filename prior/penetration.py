@@ -66,11 +66,15 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
         raise ValueError(f"verts must have shape (B, V, 3), got {tuple(verts.shape)}")
     if faces.dim() != 2 or faces.shape[-1] != 3:
         raise ValueError(f"faces must have shape (F, 3), got {tuple(faces.shape)}")
-    v0, v1, v2 = (verts[:, faces[:, k]] for k in range(3))
-    face_n = torch.linalg.cross(v1 - v0, v2 - v0)  # length = 2 * area: area weighting
-    normals = torch.zeros_like(verts)
+    # Vertex-major (V, B, 3): gathers and index_add move whole rows of B*3 contiguous floats
+    # (2.5x faster than batch-major at B = 256, docs/performance.md).
+    vt = verts.transpose(0, 1).contiguous()
+    v0, v1, v2 = (vt[faces[:, k]] for k in range(3))
+    face_n = torch.linalg.cross(v1 - v0, v2 - v0)  # (F, B, 3); length = 2 * area: area weighting
+    normals = vt.new_zeros(vt.shape)
     for k in range(3):
-        normals = normals.index_add(1, faces[:, k], face_n)
+        normals = normals.index_add(0, faces[:, k], face_n)
+    normals = normals.transpose(0, 1)
     return normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -111,16 +115,45 @@ def pair_normals(verts: Tensor, faces: Tensor, subset: Tensor | None = None) -> 
     return normals if subset is None else normals[:, :, subset]
 
 
-def nearest_index(query: Tensor, target: Tensor) -> Tensor:
+_INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64}
+_INDEX_BITS_MAX = {torch.float32: 12, torch.float64: 24}  # low mantissa bits the index may take
+
+
+def nearest_index(query: Tensor, target: Tensor, workspace: Tensor | None = None) -> Tensor:
     """(B, Q, 3), (B, V, 3) -> (B, Q) long index of each query's nearest target point.
 
-    ``argmin_j |t_j|^2 - 2 q.t_j`` (the query's own ``|q|^2`` does not change the argmin): one
-    ``baddbmm`` and no square root, the same matrix-product form ``torch.cdist`` uses for sets
-    this large, without its ``|q|^2`` add, clamp and ``sqrt`` passes (about 30% of its time).
-    Callers centre the points (coordinates of a few cm keep the expansion precise in float32).
+    ``workspace``: optional flat buffer of at least B*Q*V elements of the query's dtype for the
+    distance matrix (chunked callers reuse one: a fresh multi-MB tensor per chunk costs page
+    faults that doubled the matrix product's time).
+
+    The squared distances come from ONE ``bmm`` of the lifted points ``[q, |q|^2, 1]`` and
+    ``[-2t, 1, |t|^2]`` (the matrix-product form ``torch.cdist`` uses for sets this large, without
+    its clamp and ``sqrt`` passes). The minimum and its index are then found together by an
+    integer ``amin``: a non-negative float's bit pattern orders like the float, so the low
+    ``ceil(log2 V)`` mantissa bits are replaced by the target index and the smallest key carries
+    both (10 bits for 778 vertices). ``argmin`` over the last axis is a scalar loop in PyTorch on
+    the CPU, ~10x slower than ``amin``: this made the whole search ~2x faster (docs/performance.md).
+    The price: targets whose squared distances agree to within 2^-(23-10) relative (0.06 um at
+    1 mm for float32) count as tied and the lower index wins, well below the float32 rounding of
+    the distances themselves at hand scale. Callers centre the points (coordinates of a few cm
+    keep the expansion precise in float32). Other dtypes or very large V fall back to ``argmin``.
     """
-    sq = target.square().sum(-1)  # (B, V)
-    return torch.baddbmm(sq[:, None, :], query, target.transpose(1, 2), alpha=-2.0).argmin(-1)
+    b, q, v = query.shape[0], query.shape[1], target.shape[1]
+    ones_q, ones_t = query.new_ones(b, q, 1), target.new_ones(b, v, 1)
+    lifted_q = torch.cat([query, query.square().sum(-1, keepdim=True), ones_q], dim=-1)
+    lifted_t = torch.cat([-2.0 * target, ones_t, target.square().sum(-1, keepdim=True)], dim=-1)
+    if workspace is None:
+        d2 = torch.bmm(lifted_q, lifted_t.transpose(1, 2))  # (B, Q, V) squared distances
+    else:
+        d2 = torch.bmm(lifted_q, lifted_t.transpose(1, 2), out=workspace[: b * q * v].view(b, q, v))
+    bits = max(1, (v - 1).bit_length())
+    itype = _INT_VIEW.get(d2.dtype)
+    if itype is None or bits > _INDEX_BITS_MAX[d2.dtype]:
+        return d2.argmin(-1)
+    low = (1 << bits) - 1
+    key = d2.view(itype)  # rounding can make a ~0 distance negative: its key is then the smallest
+    key.bitwise_and_(~low).bitwise_or_(torch.arange(v, dtype=itype, device=key.device))
+    return key.amin(-1).bitwise_and_(low).long()
 
 
 def nearest_vertices(query: Tensor, target: Tensor, chunk: int = 512) -> tuple[Tensor, Tensor]:
@@ -144,7 +177,8 @@ def nearest_vertices(query: Tensor, target: Tensor, chunk: int = 512) -> tuple[T
         q, t = query.detach(), target.detach()
         centre = t.mean(1, keepdim=True)
         q, t = q - centre, t - centre
-        parts = [nearest_index(q[:, s : s + chunk], t) for s in range(0, q.shape[1], chunk)]
+        work = q.new_empty(q.shape[0] * min(chunk, q.shape[1]) * t.shape[1])
+        parts = [nearest_index(q[:, s : s + chunk], t, work) for s in range(0, q.shape[1], chunk)]
         idx = torch.cat(parts, dim=1) if parts else q.new_zeros(q.shape[:2], dtype=torch.long)
     nearest = target.gather(1, idx[..., None].expand(-1, -1, 3))
     return (query - nearest).norm(dim=-1), idx
@@ -326,6 +360,7 @@ def _fast_pairs(
     rows = rows[torch.argsort(counts[rows], descending=True)]
     v = query.shape[1]
     out_r, out_q, out_t = [], [], []
+    work = query.new_empty(max(_CDIST_BUDGET, int(counts[rows[0]]) * v))
     start = 0
     while start < rows.numel():
         width = int(counts[rows[start]])
@@ -337,7 +372,7 @@ def _fast_pairs(
         valid = torch.arange(width, device=query.device)[None] < counts[sel][:, None]
         q = query[sel[:, None], order]  # (R, width, 3)
         t, nrm = target[sel], normals[sel]
-        idx = nearest_index(q, t)  # (R, width)
+        idx = nearest_index(q, t, work)  # (R, width)
         g = idx[..., None].expand(-1, -1, 3)
         inside = ((nrm.gather(1, g) * (t.gather(1, g) - q)).sum(-1) > 0) & valid
         r, c = inside.nonzero(as_tuple=True)
