@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fitting.kinematics import JointModel, PosedHands
 from fitting.observation import KEYPOINT_ORDER, Observation
 from prior.anatomy import hand_axes
 from prior.hands import NUM_POSE_JOINTS, HandMeshes, ManoPair, TwoHands, convert_joints
+from prior.kinematics import JointModel, PosedHands
 from prior.penetration import (
     PenetrationPairs,
     energy_from_pairs,

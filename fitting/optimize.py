@@ -23,11 +23,11 @@ import torch
 from torch import Tensor
 
 from fitting import objectives as O
-from fitting.kinematics import JointModel, PosedHands
 from fitting.observation import KEYPOINT_ORDER, Observation
 from fitting.sds import SLOTS, prior_loss
 from prior.checkpoint import Prior
 from prior.hands import ManoPair, TwoHands
+from prior.kinematics import JointModel, PosedHands
 
 __all__ = ["FitConfig", "FitResult", "fit", "TERMS"]
 

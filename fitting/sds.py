@@ -33,8 +33,8 @@ from prior.hands import ManoPair, TwoHands
 from prior.sds import sds_loss
 
 if TYPE_CHECKING:
-    from fitting.kinematics import JointModel
     from fitting.optimize import FitConfig
+    from prior.kinematics import JointModel
 
 __all__ = ["SLOTS", "prior_loss", "clipped_sds_loss"]
 

@@ -32,10 +32,12 @@ from torch import Tensor
 from prior.codec import TRANSL, HandCodec
 from prior.guidance import GuideFn, apg_schedule
 from prior.hands import LEFT, RIGHT, ManoPair, TwoHands
+from prior.kinematics import JointModel
 from prior.penetration import (
     Mode,
     PenetrationPairs,
     energy_from_pairs,
+    energy_from_points,
     find_penetrations,
     pair_normals,
     penetrations_from_points,
@@ -96,16 +98,24 @@ def gradient_preconditioner(codec: HandCodec | DecodeFn, dim: int = 64) -> Tenso
 PairVertsFn = Callable[[Tensor | None, Tensor], Tensor]
 # normals(verts (B, 2, V, 3) of all rows, detached) -> (B, 2, V, 3) outward unit normals.
 PairNormalsFn = Callable[[Tensor], Tensor]
+# points(rows, other, pairs) -> (vi, vj) (P, 3): the pairs' query vertices and their nearest
+# vertices on the other hand (pairs indexed within ``rows``), differentiable w.r.t. ``other``.
+PairPointsFn = Callable[[Tensor, Tensor, PenetrationPairs], tuple[Tensor, Tensor]]
 
 
 def _pair_verts(
     codec: HandCodec | DecodeFn, mano: ManoPair, anchor: Tensor
-) -> tuple[PairVertsFn, PairNormalsFn]:
-    """Both hands' vertices and normals for a fixed anchor. With a HandCodec the anchor's mesh
-    and normals are computed once and each call runs the hand model for the other hand only,
-    once (:meth:`HandCodec.decode_verts`); a decode callable gets ``mano(decode(anchor, other))``."""
+) -> tuple[PairVertsFn, PairNormalsFn, PairPointsFn]:
+    """Both hands' vertices and normals for a fixed anchor, and the pairs' points.
+
+    With a HandCodec the anchor's mesh and normals are computed once and each call runs the hand
+    model for the other hand only, once (:meth:`HandCodec.decode_verts`); the differentiable
+    pair points skin only the other hand's vertices that are in a pair
+    (:meth:`prior.kinematics.JointModel.vertices_at`), not its whole mesh. A decode callable gets
+    ``mano(decode(anchor, other))`` for everything."""
     faces = mano.faces
     if isinstance(codec, HandCodec):
+        joints = JointModel(mano).to(anchor.device)
         with torch.no_grad():
             left = codec.decode_verts(anchor, torch.zeros_like(anchor), mano, LEFT)
             left_normals = vertex_normals(left, faces[LEFT])
@@ -117,13 +127,28 @@ def _pair_verts(
         def normals(v: Tensor) -> Tensor:
             return torch.stack([left_normals, vertex_normals(v[:, RIGHT], faces[RIGHT])], dim=1)
 
-        return verts, normals
+        def points(rows: Tensor, other: Tensor, pairs: PenetrationPairs) -> tuple[Tensor, Tensor]:
+            hands = codec.decode(anchor[rows], other, joints)
+            right_query = (pairs.side == RIGHT)[:, None]  # a right vertex inside the left hand
+            rid = torch.where(right_query[:, 0], pairs.query, pairs.target)
+            lid = torch.where(right_query[:, 0], pairs.target, pairs.query)
+            right = joints.vertices_at(joints.pose(hands), pairs.sample,
+                                       torch.full_like(rid, RIGHT), rid, hands.betas)  # fmt: skip
+            lft = left[rows][pairs.sample, lid]
+            return torch.where(right_query, right, lft), torch.where(right_query, lft, right)
+
+        return verts, normals, points
     decode = _decoder(codec, mano)
 
     def decoded(rows: Tensor | None, other: Tensor) -> Tensor:
         return mano(decode(anchor if rows is None else anchor[rows], other)).verts
 
-    return decoded, lambda v: pair_normals(v, faces)
+    def gathered(rows: Tensor, other: Tensor, pairs: PenetrationPairs) -> tuple[Tensor, Tensor]:
+        v = decoded(rows, other)
+        return (v[pairs.sample, pairs.side, pairs.query],
+                v[pairs.sample, 1 - pairs.side, pairs.target])  # fmt: skip
+
+    return decoded, lambda v: pair_normals(v, faces), gathered
 
 
 def _setup(codec, mano, anchor: Tensor, num_steps, weight, decay, last_step_scale):
@@ -181,8 +206,8 @@ def penetration_guidance(
     Returns:
         ``guide_x0(x0_hat (B, 64), step) -> (B, 64)``.
     """
-    verts_of, normals_of, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay,
-                                                  last_step_scale)  # fmt: skip
+    verts_of, normals_of, points_of, sizes, precond = _setup(codec, mano, anchor, num_steps, weight,
+                                                             decay, last_step_scale)  # fmt: skip
     anchor = anchor.detach()
 
     def update(x0_hat: Tensor, step: int) -> Tensor:
@@ -202,7 +227,7 @@ def penetration_guidance(
                                active.numel())  # fmt: skip
         with torch.enable_grad():
             xa = x[active].requires_grad_(True)
-            energy = energy_from_pairs(verts_of(active, xa), sub, rho=rho, scale=scale).sum()
+            energy = energy_from_points(*points_of(active, xa, sub), sub, rho=rho, scale=scale).sum()
             (grad,) = torch.autograd.grad(energy, xa)
         out = x0_hat.clone()
         out[active] = x0_hat[active] - sizes[step] * precond * grad
@@ -262,8 +287,8 @@ def penetration_guidance_loop(
     exact vertex-level energy of each sample in a Python loop, summed into one loss, one
     gradient, at every step. Same arguments as :func:`penetration_guidance`.
     """
-    verts_of, _, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay,
-                                         last_step_scale)  # fmt: skip
+    verts_of, _, _, sizes, precond = _setup(codec, mano, anchor, num_steps, weight, decay,
+                                            last_step_scale)  # fmt: skip
     anchor = anchor.detach()
     faces = mano.faces
 

@@ -46,7 +46,7 @@ __all__ = [
     "Mode", "PenetrationPairs", "farthest_point_subset", "vertex_normals", "nearest_index",
     "nearest_vertices", "inside_mask",
     "find_penetrations", "penetrations_from_points", "pair_normals", "depth_from_pairs",
-    "energy_from_pairs", "penetration_energy", "penetration_depth",
+    "energy_from_pairs", "energy_from_points", "penetration_energy", "penetration_depth",
 ]  # fmt: skip
 
 Mode = Literal["fast", "exact"]
@@ -400,11 +400,20 @@ def energy_from_pairs(
         raise ValueError(f"pairs were found for batch {pairs.batch_size}, verts have batch {b}")
     vi = verts[pairs.sample, pairs.side, pairs.query]
     vj = verts[pairs.sample, 1 - pairs.side, pairs.target]
+    return energy_from_points(vi, vj, pairs, rho, scale)
+
+
+def energy_from_points(
+    vi: Tensor, vj: Tensor, pairs: PenetrationPairs, rho: float = 0.05, scale: float = 1000.0
+) -> Tensor:
+    """:func:`energy_from_pairs` from the pairs' points themselves: vi (P, 3) the query vertices,
+    vj (P, 3) their nearest vertices on the other hand (for callers that compute only those)."""
+    b = pairs.batch_size
     sq = (vi - vj).square()
     robust = (sq / (sq + rho * rho)).sum(-1)  # (P,) summed over xyz
     group = pairs.sample * 2 + pairs.side
-    sums = verts.new_zeros(2 * b).index_add(0, group, robust)
-    counts = torch.bincount(group, minlength=2 * b).to(verts.dtype) * 3.0
+    sums = vi.new_zeros(2 * b).index_add(0, group, robust)
+    counts = torch.bincount(group, minlength=2 * b).to(vi.dtype) * 3.0
     return scale * (sums / counts.clamp_min(1.0)).view(b, 2).sum(1)
 
 

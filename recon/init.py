@@ -29,10 +29,10 @@ import roma
 import torch
 from torch import Tensor
 
-from fitting.kinematics import JointModel
 from fitting.objectives import PoseLimits, centred, pose_limits, pose_loss, root_relative
 from fitting.observation import KEYPOINT_ORDER, Observation
 from prior.hands import LEFT, RIGHT, ManoPair, TwoHands, convert_joints
+from prior.kinematics import JointModel
 from recon.detect_geometry import HandDetection
 
 __all__ = [

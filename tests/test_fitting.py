@@ -119,8 +119,8 @@ def test_sds_path_runs_with_a_prior(mano, case):
 def test_sds_apg_moves_the_target_of_penetrating_pairs(mano):
     """With sds_apg the other hand's SDS target gets an APG step: on overlapping hands the loss
     (same t and noise) changes; without the full hand model it is a clear error."""
-    from fitting.kinematics import JointModel  # noqa: PLC0415
     from fitting.sds import clipped_sds_loss  # noqa: PLC0415
+    from prior.kinematics import JointModel  # noqa: PLC0415
 
     torch.manual_seed(0)
     tiny = DenoiserConfig(hidden=48, emb=32, ff_dim=64, layers=3, skips=(1,))

@@ -7,9 +7,9 @@ import roma
 import torch
 
 from fitting import objectives as O
-from fitting.kinematics import JointModel
 from fitting.observation import Observation
 from prior.hands import TwoHands
+from prior.kinematics import JointModel
 
 
 def _hands(n: int, g: torch.Generator) -> TwoHands:
@@ -60,6 +60,12 @@ def test_joint_model_skins_chosen_vertices_as_mano(mano, generator):
     assert torch.allclose(verts[:, 0], full[:, 0, index[0]], atol=1e-5)
     assert torch.allclose(verts[:, 1], full[:, 1, index[1]], atol=1e-5)
     assert torch.allclose(model.pose(hands).middle_mcp(), mano(hands).middle_mcp(), atol=1e-5)
+    # One vertex per entry, each of its own sample and side (a sparse pair list).
+    sample = torch.randint(0, 3, (200,), generator=generator)
+    side = torch.randint(0, 2, (200,), generator=generator)
+    vertex = torch.randint(0, 778, (200,), generator=generator)
+    points = model.vertices_at(model.pose(hands), sample, side, vertex, hands.betas)
+    assert torch.allclose(points, full[sample, side, vertex], atol=1e-5)
 
 
 def test_sparse_penetration_loss_equals_the_full_mesh_loss(mano):

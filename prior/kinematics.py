@@ -204,6 +204,30 @@ class JointModel(nn.Module):
         verts = _skin(rest, self.lbs_weights[side, index].to(dtype), posed.rots, posed.shift)
         return _to_camera(verts, posed.wrist, posed.rot_mat, posed.transl)
 
+    def vertices_at(self, posed: PosedHands, sample: Tensor, side: Tensor, vertex: Tensor,
+                    betas: Tensor) -> Tensor:  # fmt: skip
+        """One mesh vertex per entry, each of its own sample and side: the vertices of a sparse
+        pair list (e.g. :class:`prior.penetration.PenetrationPairs`), differentiable.
+
+        Args:
+            posed: :meth:`pose` of the hands (B). sample, side, vertex: (P,) long.
+            betas: (B, 2, 10) the hands' shape.
+        Returns:
+            (P, 3) camera-frame points, ``ManoPair(hands).verts[sample, side, vertex]``.
+        """
+        dtype = betas.dtype
+        rest = self.v_template[side, vertex].to(dtype) + torch.einsum(
+            "pcs,ps->pc", self.shapedirs[side, vertex].to(dtype), betas[sample, side])  # fmt: skip
+        rest = rest + torch.einsum("pq,pqc->pc", posed.pose_feature[sample, side],
+                                   self.posedirs[side, vertex].to(dtype))  # fmt: skip
+        w = self.lbs_weights[side, vertex].to(dtype)  # (P, 16)
+        rot = torch.einsum("pj,pjkl->pkl", w, posed.rots[sample, side])
+        shift = torch.einsum("pj,pjk->pk", w, posed.shift[sample, side])
+        v = (rot @ rest[:, :, None])[:, :, 0] + shift
+        wrist = posed.wrist[sample, side, 0]
+        rot_mat = posed.rot_mat[sample, side]
+        return ((v - wrist)[:, None] @ rot_mat.transpose(-1, -2))[:, 0] + wrist + posed.transl[sample, side]
+
     def joints_mano21(self, hands: TwoHands) -> Tensor:
         """(B) TwoHands -> (B, 2, 21, 3) joints in MANO21 order (16 kinematic joints, 5 tips)."""
         return self.pose(hands).joints
