@@ -138,14 +138,27 @@ def nearest_index(query: Tensor, target: Tensor, workspace: Tensor | None = None
     the distances themselves at hand scale. Callers centre the points (coordinates of a few cm
     keep the expansion precise in float32). Other dtypes or very large V fall back to ``argmin``.
     """
-    b, q, v = query.shape[0], query.shape[1], target.shape[1]
-    ones_q, ones_t = query.new_ones(b, q, 1), target.new_ones(b, v, 1)
-    lifted_q = torch.cat([query, query.square().sum(-1, keepdim=True), ones_q], dim=-1)
-    lifted_t = torch.cat([-2.0 * target, ones_t, target.square().sum(-1, keepdim=True)], dim=-1)
+    return _nearest_lifted(_lift_query(query), _lift_target(target), workspace)
+
+
+def _lift_query(points: Tensor) -> Tensor:
+    """(B, Q, 3) -> (B, Q, 5) ``[q, |q|^2, 1]``."""
+    return torch.cat([points, points.square().sum(-1, keepdim=True), points.new_ones(*points.shape[:2], 1)], -1)
+
+
+def _lift_target(points: Tensor) -> Tensor:
+    """(B, V, 3) -> (B, 5, V) ``[-2t, 1, |t|^2]`` transposed: ``lift_q @ lift_t = |q - t|^2``."""
+    ones = points.new_ones(*points.shape[:2], 1)
+    return torch.cat([-2.0 * points, ones, points.square().sum(-1, keepdim=True)], -1).transpose(1, 2)
+
+
+def _nearest_lifted(lifted_q: Tensor, lifted_t: Tensor, workspace: Tensor | None) -> Tensor:
+    """:func:`nearest_index` on lifted points: (B, Q, 5), (B, 5, V) -> (B, Q) long."""
+    b, q, v = lifted_q.shape[0], lifted_q.shape[1], lifted_t.shape[2]
     if workspace is None:
-        d2 = torch.bmm(lifted_q, lifted_t.transpose(1, 2))  # (B, Q, V) squared distances
+        d2 = torch.bmm(lifted_q, lifted_t)  # (B, Q, V) squared distances
     else:
-        d2 = torch.bmm(lifted_q, lifted_t.transpose(1, 2), out=workspace[: b * q * v].view(b, q, v))
+        d2 = torch.bmm(lifted_q, lifted_t, out=workspace[: b * q * v].view(b, q, v))
     bits = max(1, (v - 1).bit_length())
     itype = _INT_VIEW.get(d2.dtype)
     if itype is None or bits > _INDEX_BITS_MAX[d2.dtype]:
@@ -350,35 +363,40 @@ def _strided(cand: Tensor, max_queries: int) -> Tensor:
 def _fast_pairs(
     query: Tensor, target: Tensor, normals: Tensor, cand: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Normal test on the candidate vertices only: rows sorted by candidate count and chunked,
-    each chunk padded to its own largest count. Returns (row, query idx, target idx) of hits."""
+    """Normal test on the candidate vertices only: rows sorted by candidate count, candidates
+    compacted to the front of each row once, then chunked, each chunk cut to its own largest
+    count. Returns (row, query idx, target idx) of hits."""
     counts = cand.sum(1)
     rows = counts.nonzero(as_tuple=True)[0]
     if rows.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=query.device)
         return empty, empty, empty
     rows = rows[torch.argsort(counts[rows], descending=True)]
-    v = query.shape[1]
+    counts = counts[rows]
+    v, widest = query.shape[1], int(counts[0])
+    # Candidate vertex ids of each row, in vertex order, at the front (a scatter, not a sort).
+    c = cand[rows]
+    r_idx, v_idx = c.nonzero(as_tuple=True)
+    order = torch.zeros(rows.numel(), widest, dtype=torch.long, device=query.device)
+    order[r_idx, (c.cumsum(1) - 1)[r_idx, v_idx]] = v_idx
+    q_all = query[rows[:, None], order]  # (R, widest, 3)
+    lq_all, lt_all = _lift_query(q_all), _lift_target(target[rows])
     out_r, out_q, out_t = [], [], []
-    work = query.new_empty(max(_CDIST_BUDGET, int(counts[rows[0]]) * v))
+    work = query.new_empty(max(_CDIST_BUDGET, widest * v))
     start = 0
     while start < rows.numel():
-        width = int(counts[rows[start]])
-        per = max(1, _CDIST_BUDGET // (width * v))
-        sel = rows[start : start + per]
-        start += per
-        # Candidates first (stable), keep the first `width` columns.
-        order = torch.argsort((~cand[sel]).to(torch.int8), dim=1, stable=True)[:, :width]
-        valid = torch.arange(width, device=query.device)[None] < counts[sel][:, None]
-        q = query[sel[:, None], order]  # (R, width, 3)
-        t, nrm = target[sel], normals[sel]
-        idx = nearest_index(q, t, work)  # (R, width)
-        g = idx[..., None].expand(-1, -1, 3)
-        inside = ((nrm.gather(1, g) * (t.gather(1, g) - q)).sum(-1) > 0) & valid
-        r, c = inside.nonzero(as_tuple=True)
+        width = int(counts[start])
+        stop = start + max(1, _CDIST_BUDGET // (width * v))
+        sel, q = rows[start:stop], q_all[start:stop, :width]
+        idx = _nearest_lifted(lq_all[start:stop, :width], lt_all[start:stop], work)  # (R, width)
+        valid = torch.arange(width, device=query.device)[None] < counts[start:stop, None]
+        nearest, nrm = target[sel[:, None], idx], normals[sel[:, None], idx]
+        inside = ((nrm * (nearest - q)).sum(-1) > 0) & valid
+        r, col = inside.nonzero(as_tuple=True)
         out_r.append(sel[r])
-        out_q.append(order[r, c])
-        out_t.append(idx[r, c])
+        out_q.append(order[start:stop][r, col])
+        out_t.append(idx[r, col])
+        start = stop
     return torch.cat(out_r), torch.cat(out_q), torch.cat(out_t)
 
 
