@@ -216,17 +216,25 @@ class JointModel(nn.Module):
             (P, 3) camera-frame points, ``ManoPair(hands).verts[sample, side, vertex]``.
         """
         dtype = betas.dtype
+        # Per-hand quantities are gathered with index_select on (B * 2) rows: its backward is a
+        # deterministic index_add, where advanced indexing's (index_put with accumulate over
+        # repeated rows) is not on the CPU, which made guided sampling irreproducible.
+        rows = sample * 2 + side
+
+        def pick(t: Tensor) -> Tensor:
+            return t.flatten(0, 1).index_select(0, rows)
+
         rest = self.v_template[side, vertex].to(dtype) + torch.einsum(
-            "pcs,ps->pc", self.shapedirs[side, vertex].to(dtype), betas[sample, side])  # fmt: skip
-        rest = rest + torch.einsum("pq,pqc->pc", posed.pose_feature[sample, side],
+            "pcs,ps->pc", self.shapedirs[side, vertex].to(dtype), pick(betas))  # fmt: skip
+        rest = rest + torch.einsum("pq,pqc->pc", pick(posed.pose_feature),
                                    self.posedirs[side, vertex].to(dtype))  # fmt: skip
         w = self.lbs_weights[side, vertex].to(dtype)  # (P, 16)
-        rot = torch.einsum("pj,pjkl->pkl", w, posed.rots[sample, side])
-        shift = torch.einsum("pj,pjk->pk", w, posed.shift[sample, side])
+        rot = torch.einsum("pj,pjkl->pkl", w, pick(posed.rots))
+        shift = torch.einsum("pj,pjk->pk", w, pick(posed.shift))
         v = (rot @ rest[:, :, None])[:, :, 0] + shift
-        wrist = posed.wrist[sample, side, 0]
-        rot_mat = posed.rot_mat[sample, side]
-        return ((v - wrist)[:, None] @ rot_mat.transpose(-1, -2))[:, 0] + wrist + posed.transl[sample, side]
+        wrist = pick(posed.wrist)[:, 0]
+        rot_mat = pick(posed.rot_mat)
+        return ((v - wrist)[:, None] @ rot_mat.transpose(-1, -2))[:, 0] + wrist + pick(posed.transl)
 
     def joints_mano21(self, hands: TwoHands) -> Tensor:
         """(B) TwoHands -> (B, 2, 21, 3) joints in MANO21 order (16 kinematic joints, 5 tips)."""
