@@ -116,8 +116,8 @@ def run_size(name: str, cfg: DenoiserConfig | Prior, stats: NormStats, mano: Man
 
     clock = [0.0]
     guide = penetration_guidance(prior.codec, mano, anchor, min_step_weight=args.min_step_weight,
-                                 max_queries=args.max_queries,
-                                 full_last_steps=args.full_last_steps)  # fmt: skip
+                                 max_queries=args.max_queries, full_last_steps=args.full_last_steps,
+                                 max_shift=args.max_shift)  # fmt: skip
     t = time.perf_counter()
     apg = ddim_loop(model, diff, z_other, anchor, scfg, _timed_guide(guide, clock))
     t_apg = t_anchor + time.perf_counter() - t
@@ -151,7 +151,7 @@ def run_size(name: str, cfg: DenoiserConfig | Prior, stats: NormStats, mano: Man
     print(
         f"batched APG   : {n / t_apg:8.2f} samples/s  ({t_apg:.1f} s; guidance {clock[0]:.1f} s, "
         f"min step weight {args.min_step_weight}, max queries {args.max_queries}, all at the "
-        f"last {args.full_last_steps} steps)"
+        f"last {args.full_last_steps} steps, max shift {args.max_shift} m)"
     )
     print(
         f"loop APG (ref): {n / t_loop:8.2f} samples/s  ({t_loop:.1f} s; guidance "
@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--min-step-weight", type=float, default=SamplerConfig.apg_min_step_weight)
     ap.add_argument("--max-queries", type=int, default=SamplerConfig.apg_max_queries)
     ap.add_argument("--full-last-steps", type=int, default=SamplerConfig.apg_full_last_steps)
+    ap.add_argument("--max-shift", type=float, default=SamplerConfig.apg_max_shift)
     ap.add_argument("--ckpt", default=None, help="trained checkpoint for the default size")
     ap.add_argument("--ref-batch", type=int, default=256)
     ap.add_argument("--loop-subset", type=int, default=32)

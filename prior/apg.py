@@ -103,6 +103,14 @@ PairNormalsFn = Callable[[Tensor], Tensor]
 PairPointsFn = Callable[[Tensor, Tensor, PenetrationPairs], tuple[Tensor, Tensor]]
 
 
+def _translation_scale(codec: HandCodec | DecodeFn) -> Tensor | None:
+    """(3,) metres per unit of the other hand's normalised translation slots (None when the
+    codec is a decode callable, whose units are unknown)."""
+    if not isinstance(codec, HandCodec):
+        return None
+    return torch.cat([codec.hand_scale, codec.rel_scale]).detach()[TRANSL]  # raw = x * scale + mean
+
+
 def _pair_verts(
     codec: HandCodec | DecodeFn, mano: ManoPair, anchor: Tensor
 ) -> tuple[PairVertsFn, PairNormalsFn, PairPointsFn]:
@@ -182,6 +190,7 @@ def penetration_guidance(
     max_queries: int = 0,
     last_step_repeats: int = 1,
     full_last_steps: int = 0,
+    max_shift: float = 0.0,
 ) -> GuideFn:
     """Batched APG for the other hand given a fixed anchor.
 
@@ -203,9 +212,14 @@ def penetration_guidance(
         full_last_steps: the last this many steps query every candidate vertex (``max_queries``
             applies to the earlier ones): the strided subset is cheap while the network still
             re-predicts x0, the final steps decide what penetration is left.
+        max_shift: > 0: a sample's update is scaled down so that it moves the other hand's
+            translation by at most this many metres per step (a departure from the original:
+            a sample with a single penetrating pair can get a step of metres, which throws the
+            hand away and dominates FID; with a HandCodec only, whose scales give metres).
     Returns:
         ``guide_x0(x0_hat (B, 64), step) -> (B, 64)``.
     """
+    metres = _translation_scale(codec) if max_shift > 0 else None
     verts_of, normals_of, points_of, sizes, precond = _setup(codec, mano, anchor, num_steps, weight,
                                                              decay, last_step_scale)  # fmt: skip
     anchor = anchor.detach()
@@ -229,8 +243,12 @@ def penetration_guidance(
             xa = x[active].requires_grad_(True)
             energy = energy_from_points(*points_of(active, xa, sub), sub, rho=rho, scale=scale).sum()
             (grad,) = torch.autograd.grad(energy, xa)
+        delta = sizes[step] * precond * grad
+        if metres is not None:
+            shift = (delta[:, TRANSL] * metres).norm(dim=-1)  # (A,) metres moved this step
+            delta = delta * (max_shift / shift.clamp_min(max_shift))[:, None]
         out = x0_hat.clone()
-        out[active] = x0_hat[active] - sizes[step] * precond * grad
+        out[active] = x0_hat[active] - delta
         return out
 
     def guide_x0(x0_hat: Tensor, step: int) -> Tensor:

@@ -42,7 +42,8 @@ class SamplerConfig:
             Default off: independent noise, since nothing in the method asks the two hands to
             start from the same point and sharing it couples their trajectories.
         apg, apg_weight, apg_decay, apg_last_step_scale, apg_rho, apg_mode,
-            apg_min_step_weight, apg_max_queries, apg_last_step_repeats, apg_full_last_steps:
+            apg_min_step_weight, apg_max_queries, apg_last_step_repeats, apg_full_last_steps,
+            apg_max_shift:
             anti-penetration guidance knobs
             (:func:`apg_factory`, ``prior.apg.penetration_guidance``); ``sample_vectors`` itself
             only applies the ``guide`` it is given. Defaults 2.0 / 128 / 1 / 0: APG at the 12 steps
@@ -75,6 +76,7 @@ class SamplerConfig:
     apg_max_queries: int = 128
     apg_last_step_repeats: int = 1
     apg_full_last_steps: int = 0
+    apg_max_shift: float = 0.05
 
 
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -223,7 +225,7 @@ def apg_factory(prior: Prior, mano: ManoPair, cfg: SamplerConfig) -> GuideFactor
             decay=cfg.apg_decay, last_step_scale=cfg.apg_last_step_scale, rho=cfg.apg_rho,
             mode=cfg.apg_mode, min_step_weight=cfg.apg_min_step_weight,
             max_queries=cfg.apg_max_queries, last_step_repeats=cfg.apg_last_step_repeats,
-            full_last_steps=cfg.apg_full_last_steps,
+            full_last_steps=cfg.apg_full_last_steps, max_shift=cfg.apg_max_shift,
         )  # fmt: skip
 
     return factory

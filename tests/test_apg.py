@@ -153,3 +153,36 @@ def test_full_last_steps_query_every_candidate(mano: ManoPair) -> None:
     for step in (40, 41):
         torch.testing.assert_close(mixed(other, step), uncapped(other, step))
     torch.testing.assert_close(mixed(other, 39), capped(other, 39))
+
+
+def test_guidance_is_reproducible(mano: ManoPair) -> None:
+    """Bitwise the same update on every call: the differentiable pass must not go through
+    CPU kernels that accumulate repeated indices in parallel (advanced-indexing backward did,
+    and the sampler's chaotic trajectories turned those float differences into other samples)."""
+    codec = HandCodec()
+    anchor, other = codec.encode(_overlapping(64, 0), mano)
+    outs = [penetration_guidance(codec, mano, anchor)(other, 41) for _ in range(4)]
+    assert not torch.equal(outs[0], other)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_max_shift_bounds_the_translation_step(mano: ManoPair) -> None:
+    """A capped step moves the other hand's translation by at most ``max_shift`` metres, along
+    the uncapped step's direction; samples whose step is smaller are untouched."""
+    from prior.codec import NormStats  # noqa: PLC0415
+
+    hands = _overlapping(8, 4)
+    codec = HandCodec(stats=NormStats.fit(*HandCodec().encode_raw(hands, mano)))
+    anchor, other = codec.encode(hands, mano)
+    free = penetration_guidance(codec, mano, anchor)(other, 41)
+    cap = 0.0008  # metres: between the steps of these samples (0.2-1.4 mm)
+    capped = penetration_guidance(codec, mano, anchor, max_shift=cap)(other, 41)
+    metres = torch.cat([codec.hand_scale, codec.rel_scale])[TRANSL]
+    shift_free = ((free - other)[:, TRANSL] * metres).norm(dim=-1)
+    shift_capped = ((capped - other)[:, TRANSL] * metres).norm(dim=-1)
+    assert (shift_free > cap).any() and (shift_free < cap).any()
+    assert (shift_capped <= cap * (1 + 1e-4)).all()
+    small = shift_free <= cap
+    assert torch.equal(capped[small], free[small])
+    scale = (shift_capped / shift_free.clamp_min(1e-12))[:, None]
+    torch.testing.assert_close(capped - other, (free - other) * scale, atol=1e-5, rtol=1e-4)
