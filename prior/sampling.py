@@ -46,11 +46,13 @@ class SamplerConfig:
             apg_max_shift:
             anti-penetration guidance knobs
             (:func:`apg_factory`, ``prior.apg.penetration_guidance``); ``sample_vectors`` itself
-            only applies the ``guide`` it is given. Defaults 2.0 / 128 / 1 / 0: APG at the 12 steps
-            with ``s_k >= 2`` only, at most ~128 queried vertices per hand in a gross overlap
-            (``apg_full_last_steps=2``: all of them at the last 2 steps; it met the reference's
-            penetration in the random-weight bench but was worse with the trained prior: FID
-            58.7 vs 50.9, 0.37 vs 0.28 cm^3 over 3 runs).
+            only applies the ``guide`` it is given. Defaults 2.0 / 128 / 1 / 0 / 0.05: APG at the
+            12 steps with ``s_k >= 2`` only, at most ~128 queried vertices per hand in a gross
+            overlap (``apg_full_last_steps=2``: all of them at the last 2 steps; it met the
+            reference's penetration in the random-weight bench but was worse with the trained
+            prior: FID 58.7 vs 50.9, 0.37 vs 0.28 cm^3 over 3 runs), each step moving the other
+            hand by at most 5 cm (uncapped, a few samples thrown metres away decided FID: 6 runs
+            56.2 vs 48.7 capped, docs/evaluation.md).
             Measured with the default checkpoint (docs/evaluation.md, docs/performance.md): 5x
             less guidance time than every-step, all-vertex APG for somewhat more penetration
             (1,000 samples, max queries 256: 4.7 % vs 4.1 % penetrating, 0.42 vs 0.19 cm^3);
