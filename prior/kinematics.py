@@ -5,8 +5,8 @@ joints are the 16 kinematic joints, whose rest positions are linear in the shape
 applied to the shaped template), plus 5 fingertip *vertices*; skinning just those 5 vertices
 instead of all 778 makes a step several times cheaper. The result equals
 ``ManoPair.forward(hands).joints`` (tested to 1e-5 m). The same transforms skin any other chosen
-vertices (:meth:`JointModel.vertices`): the penetration term needs only the few vertices of its
-penetrating pairs.
+vertices (:meth:`JointModel.vertices`, :meth:`JointModel.vertices_at`): the fit's penetration
+term and the prior's anti-penetration guidance need only the vertices of their penetrating pairs.
 """
 
 from __future__ import annotations
