@@ -119,12 +119,8 @@ _INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64}
 _INDEX_BITS_MAX = {torch.float32: 12, torch.float64: 24}  # low mantissa bits the index may take
 
 
-def nearest_index(query: Tensor, target: Tensor, workspace: Tensor | None = None) -> Tensor:
+def nearest_index(query: Tensor, target: Tensor) -> Tensor:
     """(B, Q, 3), (B, V, 3) -> (B, Q) long index of each query's nearest target point.
-
-    ``workspace``: optional flat buffer of at least B*Q*V elements of the query's dtype for the
-    distance matrix (chunked callers reuse one: a fresh multi-MB tensor per chunk costs page
-    faults that doubled the matrix product's time).
 
     The squared distances come from ONE ``bmm`` of the lifted points ``[q, |q|^2, 1]`` and
     ``[-2t, 1, |t|^2]`` (the matrix-product form ``torch.cdist`` uses for sets this large, without
@@ -138,7 +134,7 @@ def nearest_index(query: Tensor, target: Tensor, workspace: Tensor | None = None
     the distances themselves at hand scale. Callers centre the points (coordinates of a few cm
     keep the expansion precise in float32). Other dtypes or very large V fall back to ``argmin``.
     """
-    return _nearest_lifted(_lift_query(query), _lift_target(target), workspace)
+    return _nearest_lifted(_lift_query(query), _lift_target(target))
 
 
 def _lift_query(points: Tensor) -> Tensor:
@@ -152,13 +148,10 @@ def _lift_target(points: Tensor) -> Tensor:
     return torch.cat([-2.0 * points, ones, points.square().sum(-1, keepdim=True)], -1).transpose(1, 2)
 
 
-def _nearest_lifted(lifted_q: Tensor, lifted_t: Tensor, workspace: Tensor | None) -> Tensor:
+def _nearest_lifted(lifted_q: Tensor, lifted_t: Tensor) -> Tensor:
     """:func:`nearest_index` on lifted points: (B, Q, 5), (B, 5, V) -> (B, Q) long."""
-    b, q, v = lifted_q.shape[0], lifted_q.shape[1], lifted_t.shape[2]
-    if workspace is None:
-        d2 = torch.bmm(lifted_q, lifted_t)  # (B, Q, V) squared distances
-    else:
-        d2 = torch.bmm(lifted_q, lifted_t, out=workspace[: b * q * v].view(b, q, v))
+    v = lifted_t.shape[2]
+    d2 = torch.bmm(lifted_q, lifted_t)  # (B, Q, V) squared distances
     bits = max(1, (v - 1).bit_length())
     itype = _INT_VIEW.get(d2.dtype)
     if itype is None or bits > _INDEX_BITS_MAX[d2.dtype]:
@@ -190,8 +183,7 @@ def nearest_vertices(query: Tensor, target: Tensor, chunk: int = 512) -> tuple[T
         q, t = query.detach(), target.detach()
         centre = t.mean(1, keepdim=True)
         q, t = q - centre, t - centre
-        work = q.new_empty(q.shape[0] * min(chunk, q.shape[1]) * t.shape[1])
-        parts = [nearest_index(q[:, s : s + chunk], t, work) for s in range(0, q.shape[1], chunk)]
+        parts = [nearest_index(q[:, s : s + chunk], t) for s in range(0, q.shape[1], chunk)]
         idx = torch.cat(parts, dim=1) if parts else q.new_zeros(q.shape[:2], dtype=torch.long)
     nearest = target.gather(1, idx[..., None].expand(-1, -1, 3))
     return (query - nearest).norm(dim=-1), idx
@@ -382,13 +374,12 @@ def _fast_pairs(
     q_all = query[rows[:, None], order]  # (R, widest, 3)
     lq_all, lt_all = _lift_query(q_all), _lift_target(target[rows])
     out_r, out_q, out_t = [], [], []
-    work = query.new_empty(max(_CDIST_BUDGET, widest * v))
     start = 0
     while start < rows.numel():
         width = int(counts[start])
         stop = start + max(1, _CDIST_BUDGET // (width * v))
         sel, q = rows[start:stop], q_all[start:stop, :width]
-        idx = _nearest_lifted(lq_all[start:stop, :width], lt_all[start:stop], work)  # (R, width)
+        idx = _nearest_lifted(lq_all[start:stop, :width], lt_all[start:stop])  # (R, width)
         valid = torch.arange(width, device=query.device)[None] < counts[start:stop, None]
         nearest, nrm = target[sel[:, None], idx], normals[sel[:, None], idx]
         inside = ((nrm * (nearest - q)).sum(-1) > 0) & valid

@@ -29,7 +29,6 @@ settings (x86-64 with AVX2 and FMA), which reproduce it exactly; tests/test_stan
 from __future__ import annotations
 
 import argparse
-import logging
 import zipfile
 from pathlib import Path
 
@@ -49,8 +48,6 @@ from prior.standin_mesh import (
     skeleton,
     unit,
 )
-
-log = logging.getLogger(__name__)
 
 STANDIN_VERSION = "standin-v1"
 ASSET = Path(__file__).resolve().parent / "assets" / f"{STANDIN_VERSION}.npz"
