@@ -21,6 +21,7 @@ from prior.penetration import (
     energy_from_pairs,
     find_penetrations,
     penetration_energy,
+    winding_at_pairs,
 )
 from prior.penetration import penetration_depth as _penetration_depth
 
@@ -225,7 +226,7 @@ def penetration_loss(meshes: HandMeshes, present: Tensor, rho: float = 0.05) -> 
 
 def sparse_penetration_loss(
     hands: TwoHands, posed: PosedHands, kinematics: JointModel, mano: ManoPair, present: Tensor,
-    rho: float = 0.05,
+    rho: float = 0.05, closed_faces: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """:func:`penetration_loss` of ``mano(hands)`` (same value and gradient) at a fraction of its
     cost: the penetrating pairs are found on a mesh posed without gradient, and only the vertices
@@ -237,6 +238,10 @@ def sparse_penetration_loss(
         hands: TwoHands (B), differentiable. posed: ``kinematics.pose(hands)`` (shared with the
             joint terms). kinematics: the joints-only twin of ``mano``. mano: the hand model.
         present: (B, 2) bool. rho: GMoF scale, metres.
+        closed_faces: (2, F, 3) the hand model's faces with the wrist capped: when given, a pair
+            of the vertex-normal test counts only if its vertex is inside the other hand by the
+            winding number (:func:`prior.penetration.winding_at_pairs`), so hands that merely
+            touch are not pushed apart by the test's false positives.
     Returns:
         (B,) energy.
     """
@@ -246,7 +251,10 @@ def sparse_penetration_loss(
         return out
     idx = both.nonzero()[:, 0]
     with torch.no_grad():
-        pairs = find_penetrations(mano(hands[idx].detach()))
+        meshes = mano(hands[idx].detach())
+        pairs = find_penetrations(meshes)
+        if closed_faces is not None and len(pairs):
+            pairs = pairs.select(winding_at_pairs(meshes.verts, closed_faces, pairs) > 0.5)
     if len(pairs) == 0:
         return out
     # The vertices each side needs (its queries and the other side's targets) in ascending
@@ -265,11 +273,14 @@ def sparse_penetration_loss(
     return out.index_put((idx,), energy_from_pairs(verts, local, rho=rho))
 
 
-def penetration_depth(meshes: HandMeshes, present: Tensor) -> Tensor:
-    """(B,) deepest vertex of one hand inside the other, metres (0 unless both are present)."""
+def penetration_depth(meshes: HandMeshes, present: Tensor, closed_faces: Tensor | None = None) -> Tensor:
+    """(B,) deepest vertex of one hand inside the other, metres (0 unless both are present);
+    with ``closed_faces`` (2, F, 3), inside by the winding number, not by the vertex-normal test
+    alone (:func:`prior.penetration.penetration_depth`)."""
     both = present.all(1)
     out = meshes.verts.new_zeros(meshes.batch_size)
     if both.any():
         idx = both.nonzero()[:, 0]
-        out = out.index_put((idx,), _penetration_depth(meshes[idx]).to(out))
+        depth = _penetration_depth(meshes[idx], closed_faces=closed_faces)
+        out = out.index_put((idx,), depth.to(out))
     return out

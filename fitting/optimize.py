@@ -28,17 +28,19 @@ from fitting.sds import SLOTS, prior_loss
 from prior.checkpoint import Prior
 from prior.hands import ManoPair, TwoHands
 from prior.kinematics import JointModel, PosedHands
+from prior.topology import close_holes
 
 __all__ = ["FitConfig", "FitResult", "fit", "TERMS"]
 
 log = logging.getLogger(__name__)
 TERMS = ("reproj", "init", "init_param", "shape", "pose", "pen", "sds")
 GLOBAL_TERMS = ("reproj", "init")
+PEN_TESTS = ("winding", "normals")
 
 
 def _default_weights() -> dict[str, float]:
     return {"reproj": 1.0, "init": 20.0, "init_param": 0.0, "shape": 0.05, "pose": 10.0,
-            "pen": 1.0, "sds": 5.0}  # fmt: skip
+            "pen": 3.0, "sds": 5.0}  # fmt: skip
 
 
 @dataclass
@@ -72,6 +74,7 @@ class FitConfig:
     reproj_rho: float = 100.0
     pen_rho: float = 0.05
     pen_every: int = 5
+    pen_test: str = "winding"
     sds_t_range: tuple[float, float] = (0.05, 0.5)
     cfg_weight: float = 0.0
     sds_weighting: str = "uniform"
@@ -95,6 +98,8 @@ class FitConfig:
             raise ValueError(f"FitConfig: polish_steps must be >= 0, got {self.polish_steps}")
         if self.pen_every < 1 or self.sds_every < 1:
             raise ValueError("FitConfig: pen_every and sds_every must be >= 1")
+        if self.pen_test not in PEN_TESTS:
+            raise ValueError(f"FitConfig.pen_test: {self.pen_test!r} is not one of {PEN_TESTS}")
         if self.sds_slots not in SLOTS:
             raise ValueError(f"FitConfig.sds_slots: {self.sds_slots!r} is not one of {SLOTS}")
 
@@ -105,7 +110,8 @@ class FitResult:
 
     hands: TwoHands (B) in the camera frame (absent hands keep their initial values).
     history: per term (weighted, batch mean) and "total", one float per step.
-    final: per-image (B,) tensors: ``reproj_px`` (NaN without keypoints), ``pen_depth`` (m,
+    final: per-image (B,) tensors: ``reproj_px`` (NaN without keypoints), ``pen_depth`` (m, deepest
+        vertex inside the other hand by the winding number, distance to its nearest vertex;
         0 unless both hands are present) and each unweighted term at the end.
     present: (B, 2) bool, which hands were fitted.
     seconds: wall time of the fit.
@@ -153,8 +159,10 @@ def _terms(
     hands: TwoHands, posed: PosedHands, obs: Observation, prior: Prior | None,
     kinematics: JointModel, mano: ManoPair, cfg: FitConfig, active: set[str],
     limits: O.PoseLimits, generator: torch.Generator, t_range: tuple[float, float] | None = None,
+    closed_faces: Tensor | None = None,
 ) -> dict[str, Tensor]:  # fmt: skip
-    """Unweighted (B,) loss terms named in ``active``; ``posed = kinematics.pose(hands)``."""
+    """Unweighted (B,) loss terms named in ``active``; ``posed = kinematics.pose(hands)``;
+    ``closed_faces``: the capped faces for the winding-number penetration test (None: normals)."""
     present = obs.present
     joints = posed.joints_in(KEYPOINT_ORDER)
     out: dict[str, Tensor] = {}
@@ -169,7 +177,8 @@ def _terms(
     if "pose" in active:
         out["pose"] = O.pose_loss(hands.pose_aa, present, limits)
     if "pen" in active:
-        out["pen"] = O.sparse_penetration_loss(hands, posed, kinematics, mano, present, cfg.pen_rho)
+        out["pen"] = O.sparse_penetration_loss(hands, posed, kinematics, mano, present, cfg.pen_rho,
+                                               closed_faces)  # fmt: skip
     if "sds" in active and prior is not None:
         # The codec reads joints only: the joints-only model stands in for the ManoPair.
         out["sds"] = prior_loss(prior, hands, kinematics, present, cfg, generator, t_range, mano,
@@ -240,6 +249,8 @@ def fit(
         raise ValueError(f"prior was trained with hand model {prior.hand_model!r}, fitting uses {mano.model_name!r}")
     limits = O.pose_limits(mano).to(device)
     kinematics = JointModel(mano).to(device)
+    closed = torch.stack([close_holes(mano.faces[h]) for h in range(2)]).to(device)
+    pen_faces = closed if cfg.pen_test == "winding" else None
     params = _Params(obs.init, cfg.transl_lr / cfg.lr)
     masks = {full: params.grad_mask(obs.present, full) for full in (False, True)}
     optimizer = torch.optim.Adam([params.x], lr=cfg.lr, fused=True)  # one tensor: fused is cheapest
@@ -257,7 +268,7 @@ def fit(
         active &= set(weights)
         hands = params.hands()
         terms = _terms(hands, kinematics.pose(hands), obs, prior, kinematics, mano, cfg, active,
-                       limits, generator, _t_range(cfg, step))  # fmt: skip
+                       limits, generator, _t_range(cfg, step), pen_faces)  # fmt: skip
         total = sum(weights[k] * v for k, v in terms.items())
         if not torch.isfinite(total).all():
             _raise_non_finite(step, "full" if full else "global", terms)
@@ -278,10 +289,10 @@ def fit(
         hands = _keep_absent(params.hands().detach(), obs.init, obs.present)
         meshes = mano(hands)
         terms = _terms(hands, kinematics.pose(hands), obs, prior, kinematics, mano, cfg, set(TERMS),
-                       limits, generator)  # fmt: skip
+                       limits, generator, None, pen_faces)  # fmt: skip
         final = {k: v.detach() for k, v in terms.items()}
         final["reproj_px"] = O.reprojection_error_px(meshes.joints, obs)
-        final["pen_depth"] = O.penetration_depth(meshes, obs.present)
+        final["pen_depth"] = O.penetration_depth(meshes, obs.present, closed)
     seconds = time.perf_counter() - start
     log.info("fitted %d image(s) in %.2f s (%d steps)", obs.batch_size, seconds, cfg.steps)
     return FitResult(hands, history, final, obs.present.clone(), seconds)

@@ -47,6 +47,7 @@ __all__ = [
     "nearest_vertices", "inside_mask",
     "find_penetrations", "penetrations_from_points", "pair_normals", "depth_from_pairs",
     "energy_from_pairs", "energy_from_points", "penetration_energy", "penetration_depth",
+    "winding_at_pairs",
 ]  # fmt: skip
 
 Mode = Literal["fast", "exact"]
@@ -228,6 +229,11 @@ class PenetrationPairs:
 
     def __len__(self) -> int:
         return self.sample.shape[0]
+
+    def select(self, keep: Tensor) -> PenetrationPairs:
+        """The pairs where ``keep`` (P,) bool is True."""
+        return PenetrationPairs(self.sample[keep], self.side[keep], self.query[keep],
+                                self.target[keep], self.batch_size)  # fmt: skip
 
     def samples_with_pairs(self) -> Tensor:
         """(B,) bool: which samples penetrate at all."""
@@ -426,6 +432,47 @@ def energy_from_points(
     return scale * (sums / counts.clamp_min(1.0)).view(b, 2).sum(1)
 
 
+def winding_at_pairs(
+    verts: Tensor, faces: Tensor, pairs: PenetrationPairs, chunk: int = 128
+) -> Tensor:
+    """Generalised winding number of each pair's query vertex w.r.t. the other hand's surface.
+
+    The vertex-normal test above has false positives wherever the other surface is concave or
+    sharp at the vertex scale (a vertex in the crease between two fingers, or touching the other
+    hand, is often "behind" its nearest vertex's normal while outside the surface); the winding
+    number (~1 inside a closed surface, ~0 outside, Van Oosterom-Strackee solid angles) decides
+    exactly. Evaluated per pair against all faces of the other hand, so its cost is linear in the
+    number of pairs the normal test found (~F = 1.5k solid angles each), not in the mesh size
+    squared.
+
+    Args:
+        verts: (B, 2, V, 3) both hands. faces: (2, F, 3) long, per side, CLOSED and outward
+            oriented (real MANO is open at the wrist: cap it, :func:`prior.topology.close_holes`).
+        pairs: from :func:`find_penetrations` on these vertices.
+        chunk: pairs per block ((chunk, F, 3, 3) floats at a time).
+    Returns:
+        (P,) winding numbers (not differentiable); ``> 0.5``: the query vertex is inside.
+    """
+    if verts.dim() != 4 or verts.shape[1] != 2 or verts.shape[-1] != 3:
+        raise ValueError(f"verts must have shape (B, 2, V, 3), got {tuple(verts.shape)}")
+    if faces.dim() != 3 or faces.shape[0] != 2 or faces.shape[-1] != 3:
+        raise ValueError(f"faces must have shape (2, F, 3), got {tuple(faces.shape)}")
+    out = []
+    with torch.no_grad():
+        v = verts.detach()
+        for s in range(0, len(pairs), chunk):
+            sample, other = pairs.sample[s : s + chunk], 1 - pairs.side[s : s + chunk]
+            q = v[sample, 1 - other, pairs.query[s : s + chunk]]  # (p, 3)
+            tri = v[sample[:, None, None], other[:, None, None], faces[other]]  # (p, F, 3, 3)
+            a, b, c = (tri - q[:, None, None]).unbind(2)  # (p, F, 3) each, relative to the query
+            la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
+            det = (a * torch.linalg.cross(b, c)).sum(-1)
+            den = (la * lb * lc + (a * b).sum(-1) * lc + (a * c).sum(-1) * lb
+                   + (b * c).sum(-1) * la)  # fmt: skip
+            out.append(torch.atan2(det, den).sum(-1) / (2.0 * torch.pi))
+    return torch.cat(out) if out else v.new_zeros(0)
+
+
 def penetration_energy(
     meshes: HandMeshes | Tensor,
     faces: Tensor | None = None,
@@ -455,17 +502,24 @@ def penetration_depth(
     mode: Mode = "fast",
     chunk: int = 512,
     vertex_subset: Tensor | None = None,
+    closed_faces: Tensor | None = None,
 ) -> Tensor:
     """Largest distance of an inside vertex to its nearest vertex of the other hand.
 
     Args:
         meshes: HandMeshes, or verts (B, 2, V, 3) with ``faces`` (2, F, 3).
         mode, chunk, vertex_subset: see :func:`find_penetrations`.
+        closed_faces: (2, F', 3) capped faces: when given, only vertices inside the other hand
+            by the winding number count (:func:`winding_at_pairs`); the vertex-normal test alone
+            reads ~1.3 mm on average on touching, non-penetrating generated pairs.
     Returns:
-        (B,) metres, 0 where nothing penetrates (not differentiable).
+        (B,) metres, 0 where nothing penetrates (not differentiable). The nearest vertex is up to
+        about one edge farther than the surface, so this bounds the exact depth from above.
     """
     verts, faces = _as_verts_faces(meshes, faces)
     pairs = find_penetrations(verts, faces, mode=mode, chunk=chunk, vertex_subset=vertex_subset)
+    if closed_faces is not None and len(pairs):
+        pairs = pairs.select(winding_at_pairs(verts, closed_faces, pairs) > 0.5)
     return depth_from_pairs(verts, pairs)
 
 

@@ -11,7 +11,7 @@ PACKAGES = ("prior", "fitting", "recon", "datasets", "eval", "configs")
 # Rank of a module: a module may import only modules of equal or lower rank.
 PRIOR_RANKS = {
     "prior.hands": 0, "prior.atomic": 0, "prior.mano_assets": 0, "prior.standin": 0,
-    "prior.anatomy": 0, "prior.standin_mesh": 0, "prior.kinematics": 0, "prior.codec": 1, "prior.penetration": 1, "prior.denoiser": 2,
+    "prior.anatomy": 0, "prior.standin_mesh": 0, "prior.kinematics": 0, "prior.topology": 0, "prior.codec": 1, "prior.penetration": 1, "prior.denoiser": 2,
     "prior.diffusion": 2, "prior.__main__": 9, "prior": 3,
 }  # fmt: skip
 PACKAGE_RANKS = {"configs": -1, "prior": 3, "datasets": 1.5, "fitting": 4, "recon": 5, "eval": 6}

@@ -97,6 +97,29 @@ def test_sparse_penetration_loss_equals_the_full_mesh_loss(mano):
     assert not out.any() and not out.requires_grad
 
 
+
+def test_winding_test_ignores_touching_pairs(mano):
+    """Generated pairs touch without interpenetrating: the vertex-normal test still reports pairs
+    on some (its false positives), the winding-number test on none, so only ``closed_faces``
+    leaves them alone; a real overlap is penalised by both."""
+    from datasets.synthetic import random_two_hands  # noqa: PLC0415
+    from eval.penetration import penetration_depth  # noqa: PLC0415
+
+    truth = random_two_hands(24, torch.Generator().manual_seed(0), mano=mano)[0]
+    present = torch.ones(24, 2, dtype=torch.bool)
+    model = JointModel(mano)
+    normals = O.sparse_penetration_loss(truth, model.pose(truth), model, mano, present, 0.05)
+    winding = O.sparse_penetration_loss(truth, model.pose(truth), model, mano, present, 0.05,
+                                        mano.faces)  # fmt: skip
+    outside = penetration_depth(mano(truth).verts, mano.faces) == 0  # exact: nothing inside
+    assert (outside & (normals > 0)).sum() >= 2  # false positives of the normal test
+    assert not winding[outside].any()
+    depth = O.penetration_depth(mano(truth), present), O.penetration_depth(mano(truth), present, mano.faces)
+    assert (depth[0][outside] > 0).any() and not depth[1][outside].any()
+    overlap = TwoHands(truth.pose_aa, truth.betas, truth.rot_mat, truth.transl[:, [0, 0]])  # roots together
+    deep = O.sparse_penetration_loss(overlap, model.pose(overlap), model, mano, present, 0.05, mano.faces)
+    assert (deep > 0).all()
+
 def test_reprojection_zero_at_truth_and_masks(mano, generator):
     hands = _hands(3, generator)
     obs = _obs(hands, mano)

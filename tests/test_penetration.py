@@ -14,6 +14,7 @@ from prior.penetration import (
     penetration_depth,
     penetration_energy,
     vertex_normals,
+    winding_at_pairs,
 )
 
 
@@ -135,3 +136,25 @@ def test_bad_input_is_a_clear_error(mano: ManoPair) -> None:
     with pytest.raises(ValueError, match="mode"):
         penetration_energy(HandMeshes(torch.zeros(1, 2, 778, 3), torch.zeros(1, 2, 21, 3),
                                       mano.faces), mode="slow")  # fmt: skip
+
+
+def test_winding_at_pairs_matches_the_batched_winding_number(mano: ManoPair) -> None:
+    """Per-pair winding numbers equal eval's batched ones at the same points; deep overlaps are
+    inside (> 0.5) and the normal test's pairs include some that are not."""
+    from eval.winding import winding_numbers  # noqa: PLC0415
+
+    meshes = mano(_overlapping(3, 2, spread=0.02))
+    pairs = find_penetrations(meshes)
+    w = winding_at_pairs(meshes.verts, mano.faces, pairs)
+    assert w.shape == (len(pairs),) and len(pairs) > 100
+    for p in range(0, len(pairs), 37):
+        s, side = int(pairs.sample[p]), int(pairs.side[p])
+        q = meshes.verts[s, side, pairs.query[p]].view(1, 1, 3)
+        ref = winding_numbers(q, meshes.verts[s : s + 1, 1 - side], mano.faces[1 - side])
+        assert abs(float(w[p]) - float(ref)) < 1e-4
+    inside = w > 0.5
+    assert inside.float().mean() > 0.5 and (~inside).any()  # mostly true positives, not all
+    kept = pairs.select(inside)
+    assert len(kept) == int(inside.sum()) and torch.equal(kept.query, pairs.query[inside])
+    with pytest.raises(ValueError, match="faces must have shape"):
+        winding_at_pairs(meshes.verts, mano.faces[0], pairs)
