@@ -97,7 +97,6 @@ def test_sparse_penetration_loss_equals_the_full_mesh_loss(mano):
     assert not out.any() and not out.requires_grad
 
 
-
 def test_winding_test_ignores_touching_pairs(mano):
     """Generated pairs touch without interpenetrating: the vertex-normal test still reports pairs
     on some (its false positives), the winding-number test on none, so only ``closed_faces``
@@ -119,6 +118,7 @@ def test_winding_test_ignores_touching_pairs(mano):
     overlap = TwoHands(truth.pose_aa, truth.betas, truth.rot_mat, truth.transl[:, [0, 0]])  # roots together
     deep = O.sparse_penetration_loss(overlap, model.pose(overlap), model, mano, present, 0.05, mano.faces)
     assert (deep > 0).all()
+
 
 def test_reprojection_zero_at_truth_and_masks(mano, generator):
     hands = _hands(3, generator)
