@@ -21,7 +21,6 @@ from prior.penetration import (
     energy_from_pairs,
     find_penetrations,
     penetration_energy,
-    winding_at_pairs,
 )
 from prior.penetration import penetration_depth as _penetration_depth
 
@@ -240,7 +239,7 @@ def sparse_penetration_loss(
         present: (B, 2) bool. rho: GMoF scale, metres.
         closed_faces: (2, F, 3) the hand model's faces with the wrist capped: when given, a pair
             of the vertex-normal test counts only if its vertex is inside the other hand by the
-            winding number (:func:`prior.penetration.winding_at_pairs`), so hands that merely
+            winding number (:func:`prior.penetration.find_penetrations`), so hands that merely
             touch are not pushed apart by the test's false positives.
     Returns:
         (B,) energy.
@@ -251,10 +250,7 @@ def sparse_penetration_loss(
         return out
     idx = both.nonzero()[:, 0]
     with torch.no_grad():
-        meshes = mano(hands[idx].detach())
-        pairs = find_penetrations(meshes)
-        if closed_faces is not None and len(pairs):
-            pairs = pairs.select(winding_at_pairs(meshes.verts, closed_faces, pairs) > 0.5)
+        pairs = find_penetrations(mano(hands[idx].detach()), closed_faces=closed_faces)
     if len(pairs) == 0:
         return out
     # The vertices each side needs (its queries and the other side's targets) in ascending
